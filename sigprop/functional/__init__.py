@@ -1,0 +1,4 @@
+"""Functional forms of propagators and signal formatters."""
+from . import propagators, signals
+
+__all__ = ["propagators", "signals"]

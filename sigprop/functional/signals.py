@@ -1,0 +1,36 @@
+"""Signal formatters as functions of the target ``t0`` (each passes ``None`` through)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def label_number_to_onehot(t0: Tensor | None, num_classes: int | None) -> Tensor | None:
+    """Class indices ``(B,)`` to float one-hot vectors ``(B, num_classes)``."""
+    if t0 is None:
+        return None
+    if num_classes is None:
+        num_classes = int(t0.max()) + 1
+    return F.one_hot(t0.long(), num_classes).float()
+
+
+def distinct_batch_labels_onehot(t0: Tensor | None) -> Tensor | None:
+    """One-hot vectors ``(B, K)`` to the ``K`` distinct one-hot rows (the identity matrix)."""
+    if t0 is None:
+        return None
+    return torch.eye(t0.shape[1], device=t0.device, dtype=torch.float32)
+
+
+def distinct_batch_labels(t0: Tensor | None) -> Tensor | None:
+    """One-hot vectors ``(B, K)`` to the ``K`` class numbers ``0..K-1`` as floats."""
+    if t0 is None:
+        return None
+    return torch.arange(t0.shape[1], device=t0.device).float()
+
+
+def label_vector_to_number(t0: Tensor | None) -> Tensor | None:
+    """Label vectors ``(B, K)`` to their argmax ``(B, 1)`` as floats."""
+    if t0 is None:
+        return None
+    return t0.argmax(1, keepdim=True).float()

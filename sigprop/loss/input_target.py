@@ -1,0 +1,59 @@
+"""Losses that compare layer outputs with the signal, using the targets' own similarity as labels.
+
+``y = h1 @ t1.T`` scores input ``i`` against target ``j``; ``yy = t0 @ t0.T`` says which
+targets are alike (for one-hot labels: the same class). Each loss trains ``y`` towards ``yy``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import Loss
+from .similarity import input_target_scores, soft_target_cross_entropy, target_similarity
+
+
+def v9_input_target_max_all(
+    sp_learn: Any, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None
+) -> Tensor:
+    """Soft-target cross-entropy of ``y`` against every entry equal to its row's max of ``yy``."""
+    y = input_target_scores(h1, t1)
+    yy = target_similarity(t0)
+    mask = (yy == yy.max(1, keepdim=True)[0]).to(y.dtype)
+    return soft_target_cross_entropy(y, mask)
+
+
+def v14_input_target_max_rand(
+    sp_learn: Any, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None
+) -> Tensor:
+    """Cross-entropy of ``y`` against ``argmax(yy, 1)``: one best-matching target per input."""
+    y = input_target_scores(h1, t1)
+    yy = target_similarity(t0)
+    return F.cross_entropy(y, yy.argmax(1))
+
+
+class v15_input_target_topk(Loss):  # noqa: N801 - the reference package's public name
+    """Soft-target cross-entropy of ``y`` against the ``topk`` most similar targets of each row.
+
+    Args:
+        topk: how many targets count as matches per input (clamped to the batch size).
+    """
+
+    def __init__(self, topk: int) -> None:
+        super().__init__()
+        if int(topk) < 1:
+            raise ValueError(f"topk must be at least 1, got {topk}")
+        self.topk = int(topk)
+
+    def forward(
+        self, sp_learn: Any, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None
+    ) -> Tensor:
+        y = input_target_scores(h1, t1)
+        yy = target_similarity(t0)
+        k = min(self.topk, yy.shape[1])
+        mask = F.one_hot(yy.topk(k, dim=1)[1], yy.shape[1]).sum(1).clamp(0, 1).to(y.dtype)
+        return soft_target_cross_entropy(y, mask)
+
+    def extra_repr(self) -> str:
+        return f"topk={self.topk}"

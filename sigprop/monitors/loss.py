@@ -1,0 +1,72 @@
+"""Monitors that wrap a local loss and measure it."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..propagators.base import LossFn
+from .monitor import Monitor
+
+
+class Loss(Monitor):
+    """Wraps a loss; called exactly like it, it returns the loss and records metrics."""
+
+    def __init__(self, loss: LossFn) -> None:
+        self.loss = loss
+
+    def __call__(self, sp_learn: Any, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+
+def label_match_accuracy(h1: Tensor, t1: Tensor, context: Tensor) -> Tensor:
+    """Per-sample 0/1: does the target that best matches each input (argmax of ``h1 @ t1.T``) have its label?
+
+    With one signal row per sample the best target's label is compared with the input's
+    label; with one row per class (``h1`` and ``t1`` of different batch sizes) the best
+    row index is compared with the label.
+    """
+    labels = context.argmax(1) if context.dim() > 1 else context
+    best = (h1.flatten(1) @ t1.flatten(1).t()).argmax(1)
+    if h1.shape[0] != t1.shape[0]:
+        return best == labels
+    return labels[best] == labels
+
+
+class LabelMetrics(Loss):
+    """Accumulates a layer's loss and label-match accuracy on the device, read once per epoch.
+
+    Args:
+        name: the layer's name in reports (e.g. ``layer03``).
+        loss: the loss to wrap.
+    """
+
+    def __init__(self, name: str, loss: LossFn) -> None:
+        super().__init__(loss)
+        self.name = name
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_sum: Tensor | float = 0.0
+        self.correct: Tensor | float = 0.0
+        self.count = 0
+
+    def __call__(self, sp_learn: Any, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Tensor:
+        loss = self.loss(sp_learn, h1, t1, h0, t0, context)
+        with torch.no_grad():
+            n = h1.shape[0]
+            self.loss_sum = self.loss_sum + loss.detach().float() * n
+            if context is not None:
+                self.correct = self.correct + label_match_accuracy(h1, t1, context).sum()
+            self.count += n
+        return loss
+
+    def values(self) -> dict[str, float]:
+        if self.count == 0:
+            return {"loss": float("nan"), "acc": float("nan")}
+        return {"loss": float(self.loss_sum) / self.count, "acc": float(self.correct) / self.count}
+
+    def metrics(self) -> str:
+        v = self.values()
+        return f"[{self.name}] acc {v['acc']:.4f}  loss {v['loss']:.4f}  ({self.count} samples)"

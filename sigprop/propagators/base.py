@@ -1,0 +1,138 @@
+"""The propagator base class, the shared local-update logic, and who trains which parameters."""
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, Iterator
+
+import torch
+from torch import Tensor, nn
+
+LossFn = Callable[..., Tensor]
+
+
+class Propagator(nn.Module):
+    """Wraps one layer (or the signal) and routes ``(h, t, context)`` through it.
+
+    ``trained_by`` says who updates the wrapped parameters: ``"global"`` (the user's
+    optimizer, through ordinary backpropagation from the output loss), ``"local"``
+    (the propagator itself, from its local loss) or ``"nobody"``.
+    """
+
+    trained_by: ClassVar[str] = "global"
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+
+class LocalLosses:
+    """Collects the local losses of one training forward pass, to apply them with one backward and one step.
+
+    Every layer's input is detached, so each local loss reaches only its own layer's
+    parameters: the gradient of their sum equals each loss's gradient on its own
+    layer, and one optimizer over all layers (with per-layer hyper-parameters equal)
+    makes the same update as one optimizer per layer. Pass an instance as
+    ``deferred=`` to ``propagators.Loss`` / ``propagators.signals.Loss``.
+    """
+
+    def __init__(self) -> None:
+        self.losses: list[Tensor] = []
+
+    def add(self, loss: Tensor) -> None:
+        """Keep ``loss`` (with its graph) until ``pop_sum``."""
+        self.losses.append(loss)
+
+    def pop_sum(self) -> Tensor | None:
+        """The sum of the collected losses (``None`` if there are none); empties the collection."""
+        if not self.losses:
+            return None
+        total = torch.stack([loss.float() for loss in self.losses]).sum()
+        self.losses.clear()
+        return total
+
+    def __len__(self) -> int:
+        return len(self.losses)
+
+
+class LossUpdate:
+    """``train_``/``eval_`` from a loss function and the layer's own optimizer.
+
+    Shared by the hidden-layer and the signal propagators, which differ only in how
+    they route ``(h, t, context)``.
+    """
+
+    optimizer: torch.optim.Optimizer | None
+    loss: LossFn
+    deferred: LocalLosses | None
+
+    def _set_update(self, optimizer: torch.optim.Optimizer | None, loss: LossFn, deferred: LocalLosses | None) -> None:
+        if not callable(loss):
+            raise TypeError(f"loss must be callable as loss(sp_learn, h1, t1, h0, t0, context), got {loss!r}")
+        self.optimizer = optimizer
+        self.loss = loss
+        self.deferred = deferred
+
+    def train_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Tensor:
+        """Compute the local loss and update the layer (now, or later through ``deferred``)."""
+        loss = self.loss(self, h1, t1, h0, t0, context)
+        if self.deferred is not None:
+            self.deferred.add(loss)
+        elif self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        return loss.detach()
+
+    def eval_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Tensor:
+        """Compute the local loss only (evaluation mode: no update)."""
+        return self.loss(self, h1, t1, h0, t0, context).detach()
+
+
+class LocalLearner(Propagator):
+    """A propagator whose layer learns from a local loss (``train_`` in training mode, ``eval_`` otherwise)."""
+
+    trained_by: ClassVar[str] = "local"
+
+    def train_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Any:
+        raise NotImplementedError
+
+    def eval_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Any:
+        raise NotImplementedError
+
+    def learn(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Any:
+        """``train_`` in training mode, ``eval_`` in evaluation mode."""
+        if self.training:
+            return self.train_(h1, t1, h0, t0, context)
+        return self.eval_(h1, t1, h0, t0, context)
+
+
+def _parameters_trained_by(role: str, modules: tuple[nn.Module | None, ...]) -> Iterator[nn.Parameter]:
+    seen: set[int] = set()
+
+    def walk(module: nn.Module) -> Iterator[nn.Parameter]:
+        if isinstance(module, Propagator):
+            # A propagator owns everything inside it.
+            if module.trained_by == role:
+                yield from module.parameters()
+            return
+        if role == "global":
+            yield from module.parameters(recurse=False)
+        for child in module.children():
+            yield from walk(child)
+
+    for module in modules:
+        if module is None:
+            continue
+        for p in walk(module):
+            if id(p) not in seen and p.requires_grad:
+                seen.add(id(p))
+                yield p
+
+
+def global_parameters(*modules: nn.Module | None) -> Iterator[nn.Parameter]:
+    """Parameters the user's optimizer must train: Identity-wrapped layers and anything not wrapped."""
+    return _parameters_trained_by("global", modules)
+
+
+def local_parameters(*modules: nn.Module | None) -> Iterator[nn.Parameter]:
+    """Parameters trained by the propagators' own local losses (hidden layers and the signal)."""
+    return _parameters_trained_by("local", modules)
