@@ -1,0 +1,1 @@
+"""Datasets for the training application: torchvision builders, the embedded default, offline import."""
