@@ -1,10 +1,21 @@
-"""Import dataset copies a user already has into torchvision's own on-disk layout."""
+"""Import dataset copies a user already has into the on-disk layout the dataset classes read.
+
+MNIST-style IDX files go to torchvision's own layout (``<root>/MNIST/raw``), so the unmodified
+torchvision classes load them with ``download=False``; folder trees of images (a directory or a
+``.tar``/``.tar.gz`` of one) go to ``<data_dir>/<name>/{train,test}/<class>/...``.
+"""
 from __future__ import annotations
 
 import gzip
 import logging
 import shutil
-from pathlib import Path
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
@@ -14,6 +25,61 @@ IDX_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+# IDX magic numbers: unsigned bytes, 3 dimensions (images) or 1 dimension (labels).
+IDX_MAGIC = {"images": b"\x00\x00\x08\x03", "labels": b"\x00\x00\x08\x01"}
+FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+SPLITS = ("train", "test")
+CIFAR10_JPEG_FOLDER = "cifar10-jpeg"  # the folder in the shipped cifar10-jpeg.tar.gz
+
+
+def _idx_source(source: Path, name: str) -> Path | None:
+    for candidate in (source / f"{name}.gz", source / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_head(path: Path, size: int) -> bytes:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            return f.read(size)
+    except OSError as err:  # a corrupt .gz raises BadGzipFile, an OSError
+        raise ValueError(f"{path} cannot be read: {err}") from None
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """The ``uint8`` array in an IDX file (``.gz`` or plain), shaped as its header says."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes (wrong header)")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    if len(data) - offset != int(np.prod(shape)):
+        raise ValueError(f"{path}: header says {shape}, but {len(data) - offset} bytes follow it")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
+
+
+def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` like ``np.savez_compressed``, but byte-identical for identical arrays.
+
+    numpy stamps each member with the current time; a fixed timestamp keeps a rebuilt file
+    equal to the committed one, so rebuilding does not churn the repository.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key, array in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w") as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
+    tmp.replace(path)
 
 
 def import_idx(source: str | Path, root: str | Path, folder: str = "MNIST") -> Path:
@@ -22,22 +88,122 @@ def import_idx(source: str | Path, root: str | Path, folder: str = "MNIST") -> P
     ``source`` may hold them gzip-compressed (``*.gz``) or plain. The result is what
     torchvision's ``MNIST``/``FashionMNIST`` classes read with ``download=False``
     (``folder`` is the class name, e.g. ``FashionMNIST``). Files already in place are kept.
+    All four sources are checked (present, IDX headers) before anything is written.
     """
-    source, raw = Path(source), Path(root) / folder / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
+    source, raw = Path(source).expanduser(), Path(root).expanduser() / folder / "raw"
+    todo: list[tuple[Path, Path]] = []
     for name in IDX_FILES:
         dest = raw / name
         if dest.exists():
             continue
-        plain, packed = source / name, source / f"{name}.gz"
+        src = _idx_source(source, name)
+        if src is None:
+            missing = [n for n in IDX_FILES if _idx_source(source, n) is None]
+            raise FileNotFoundError(
+                f"{source}: missing {', '.join(missing)} (.gz or plain): the four IDX files must be in that folder"
+            )
+        kind = "images" if "images" in name else "labels"
+        if _read_head(src, 4) != IDX_MAGIC[kind]:
+            raise ValueError(f"{src} is not an IDX {kind} file (wrong header)")
+        todo.append((src, dest))
+    raw.mkdir(parents=True, exist_ok=True)
+    for src, dest in todo:
         tmp = dest.with_suffix(".part")
-        if packed.exists():
-            with gzip.open(packed, "rb") as src, open(tmp, "wb") as out:
-                shutil.copyfileobj(src, out)
-        elif plain.exists():
-            shutil.copyfile(plain, tmp)
+        if src.suffix == ".gz":
+            with gzip.open(src, "rb") as f, open(tmp, "wb") as out:
+                shutil.copyfileobj(f, out)
         else:
-            raise FileNotFoundError(f"{packed} (or {plain}) not found: the IDX files must be in {source}")
-        tmp.replace(dest)
+            shutil.copyfile(src, tmp)
+        tmp.replace(dest)  # atomic: an interrupted import never leaves a truncated file under the real name
         log.info("imported %s", dest)
     return raw
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMG_EXTENSIONS)
+
+
+def _tree_classes(files: list[PurePosixPath]) -> dict[str, dict[str, set[str]]]:
+    """Map each candidate tree root to ``{split: {class names}}`` from relative image paths.
+
+    A root is a folder holding ``train/<class>/...`` or ``test/<class>/...``; the shallowest
+    ``train``/``test`` folder on a path wins, so class folders may have subfolders (as in ImageFolder).
+    """
+    roots: dict[str, dict[str, set[str]]] = {}
+    for path in files:
+        parts = path.parts
+        for i, part in enumerate(parts[:-2]):
+            if part in SPLITS:
+                root = "/".join(parts[:i])
+                roots.setdefault(root, {s: set() for s in SPLITS})[part].add(parts[i + 1])
+                break
+    return roots
+
+
+def _pick_root(roots: dict[str, dict[str, set[str]]], source: Path) -> str:
+    complete = {r: c for r, c in roots.items() if c["train"] and c["test"]}
+    if len(complete) != 1:
+        found = f"found {sorted(complete)}" if complete else "found none"
+        raise ValueError(
+            f"{source}: expected one folder with train/<class>/<images> and test/<class>/<images> ({found})"
+        )
+    (root, classes), = complete.items()
+    extra = classes["test"] - classes["train"]
+    if extra:
+        raise ValueError(f"{source}: test classes {sorted(extra)} have no train folder")
+    return root
+
+
+def _under_split(parts: tuple[str, ...], root: str, depth: int) -> bool:
+    return len(parts) > depth and "/".join(parts[:depth]) == root and parts[depth] in SPLITS
+
+
+def find_image_tree(path: str | Path) -> Path:
+    """The folder at or below ``path`` holding ``train/<class>/`` and ``test/<class>/`` image folders.
+
+    Raises ``ValueError`` naming ``path`` when there is no such tree or more than one.
+    """
+    path = Path(path)
+    files = [PurePosixPath(p.relative_to(path).as_posix()) for p in path.rglob("*") if _is_image(p.name) and p.is_file()]
+    return path / _pick_root(_tree_classes(files), path)
+
+
+def import_image_folder(source: str | Path, data_dir: str | Path, name: str) -> Path:
+    """Copy or extract a tree of images into ``data_dir/name/{train,test}/<class>/...``.
+
+    ``source`` is a folder or a ``.tar``/``.tar.gz``/``.tgz`` archive containing
+    ``[prefix/]train/<class>/*`` and ``[prefix/]test/<class>/*``; the layout is checked
+    before anything is written. An existing valid ``data_dir/name`` is kept as it is.
+    """
+    source, dest = Path(source).expanduser(), Path(data_dir).expanduser() / name
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"--name {name!r}: must be a plain folder name")
+    if not source.exists():
+        raise FileNotFoundError(f"{source} not found: give a folder or a .tar.gz of train/<class>/ and test/<class>/")
+    if dest.exists():
+        if find_image_tree(dest) != dest:  # raises when something else is in the way
+            raise ValueError(f"{dest} exists but holds no train/ and test/ class folders directly: remove it or choose another --name")
+        log.info("%s already holds an image tree; kept as it is", dest)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Stage next to the destination so the final move is one atomic rename on the same filesystem.
+    with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=dest.parent) as staging:
+        staged = Path(staging) / "tree"
+        if source.is_dir():
+            root = find_image_tree(source)
+            log.info("copying %s to %s", root, dest)
+            shutil.copytree(root, staged)
+        elif tarfile.is_tarfile(source):
+            with tarfile.open(source) as tar:
+                members = tar.getmembers()
+                files = [PurePosixPath(m.name) for m in members if m.isfile() and _is_image(m.name)]
+                root = _pick_root(_tree_classes(files), source)
+                depth = len(PurePosixPath(root).parts)
+                wanted = [m for m in members if _under_split(PurePosixPath(m.name).parts, root, depth)]
+                log.info("extracting %d members of %s to %s", len(wanted), source, dest)
+                tar.extractall(Path(staging) / "x", members=wanted, filter="data")
+            shutil.move(str(Path(staging) / "x" / root), staged)
+        else:
+            raise ValueError(f"{source} is neither a folder nor a tar archive")
+        staged.rename(dest)
+    return dest

@@ -1,0 +1,622 @@
+"""Datasets for the training application, each loaded whole as ``uint8`` tensors.
+
+``conf/dataset/*.yaml`` instantiates one of the classes here; ``load()`` returns an
+:class:`ImageData` that :class:`~sigprop.data.loader.TensorLoader` batches on the device.
+Torchvision's own classes read (and, when online, download) the standard datasets;
+:class:`ImageFolder` reads any ``train/``/``test/`` tree of images; :class:`Embedded`
+reads the MNIST subset shipped inside the package, so a fresh offline machine can train.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import importlib.util
+import logging
+import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms.v2.functional import resize
+
+from .loader import Augment
+from .offline import CIFAR10_JPEG_FOLDER, FASHION_MNIST_DEBIAN, IDX_FILES, SPLITS
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_FILE = "mnist_small.npz"
+# torchvision's urlopen has no timeout: a network that drops packets (instead of refusing)
+# would hang a download forever, so downloads run under this socket timeout.
+DOWNLOAD_TIMEOUT_S = 30.0
+CACHE_VERSION = 1
+DECODE_CHUNK = 512  # images per decoding task
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset's files are missing and could not be downloaded; the message says where they must go."""
+
+
+@dataclass
+class ImageData:
+    """A whole dataset in memory: ``uint8`` images ``(N, C, H, W)``, ``int64`` labels, normalisation, augmentation."""
+
+    name: str
+    train_images: Tensor
+    train_labels: Tensor
+    test_images: Tensor
+    test_labels: Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: Augment | None
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        c, h, w = self.train_images.shape[1:]
+        return int(c), int(h), int(w)
+
+
+def stratified_indices(labels: Tensor | np.ndarray, n: int, seed: int = 0) -> Tensor:
+    """Sorted indices of ``n`` samples with every class in the proportion it has in ``labels``.
+
+    Per-class quotas use the largest-remainder rule, so they sum to exactly ``n``; which samples
+    of a class are taken comes from numpy's legacy ``RandomState(seed)``, whose stream never
+    changes between versions (the shipped embedded subset must rebuild identically).
+    """
+    y = np.asarray(labels).astype(np.int64)
+    if not 0 < n <= len(y):
+        raise ValueError(f"subset size {n} must be between 1 and the {len(y)} samples available")
+    classes, counts = np.unique(y, return_counts=True)
+    exact = counts * n / len(y)
+    quotas = np.floor(exact).astype(np.int64)
+    # Ties in the remainder go to the smaller class index (stable sort), so the result is deterministic.
+    order = np.argsort(-(exact - quotas), kind="stable")
+    quotas[order[: n - int(quotas.sum())]] += 1
+    rng = np.random.RandomState(seed)
+    chosen = [rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quotas)]
+    return torch.from_numpy(np.sort(np.concatenate(chosen)))
+
+
+def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of ``uint8`` images scaled to [0, 1], rounded to 4 digits."""
+    levels = torch.arange(256, dtype=torch.float64) / 255
+    means, stds = [], []
+    for c in range(images.shape[1]):
+        # A 256-bin histogram gives the exact moments without a float copy of the images.
+        hist = torch.bincount(images[:, c].reshape(-1), minlength=256).to(torch.float64)
+        hist /= hist.sum()
+        mean = float((hist * levels).sum())
+        means.append(round(mean, 4))
+        stds.append(round(max(float((hist * levels**2).sum()) - mean**2, 0.0) ** 0.5, 4))
+    return tuple(means), tuple(stds)
+
+
+def _floats(value: float | Sequence[float] | None, setting: str) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return (float(value),)
+    values = tuple(float(v) for v in value)
+    if not values:
+        raise ValueError(f"dataset.{setting} is empty: give one value per channel or null")
+    return values
+
+
+def _count(value: int | None, setting: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"dataset.{setting}={value!r}: must be a positive integer or null")
+    return value
+
+
+def _path(value: str | os.PathLike[str], setting: str) -> Path:
+    if value is None or str(value) == "":
+        raise ValueError(f"dataset.{setting} is not set: give a folder (relative paths start at the working directory)")
+    # Hydra does not change the working directory, so relative paths mean "from where train.py was started".
+    return Path(value).expanduser().absolute()
+
+
+class Dataset:
+    """Base of the dataset configs: normalisation, augmentation and subset settings shared by every dataset.
+
+    Args:
+        name: what runs and logs call the dataset.
+        mean, std: per-channel normalisation of pixels in [0, 1]; ``None`` computes them from the training images.
+        crop_padding: random crop after zero padding by this many pixels (0: off).
+        flip: random horizontal flip.
+        cutout_patches: number of cutout squares per training image (0: off).
+        cutout_length: side of a cutout square in pixels.
+        train_subset, test_subset: keep a stratified, seeded subset of this many samples (``None``: all).
+        subset_seed: seed of the subset choice (separate from the run's seed, so runs compare on the same samples).
+    """
+
+    channels: int | None = None  # known channel count, checked against mean/std before loading
+
+    def __init__(
+        self,
+        name: str,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
+        crop_padding: int = 0,
+        flip: bool = False,
+        cutout_patches: int = 0,
+        cutout_length: int = 16,
+        train_subset: int | None = None,
+        test_subset: int | None = None,
+        subset_seed: int = 0,
+    ) -> None:
+        self.name = str(name)
+        self.mean, self.std = _floats(mean, "mean"), _floats(std, "std")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError(f"dataset {self.name}: set both dataset.mean and dataset.std, or neither")
+        if self.mean is not None and self.std is not None:
+            if len(self.mean) != len(self.std):
+                raise ValueError(f"dataset {self.name}: dataset.mean has {len(self.mean)} values, dataset.std {len(self.std)}")
+            if self.channels is not None and len(self.mean) not in (1, self.channels):
+                raise ValueError(f"dataset {self.name}: dataset.mean/std need one value per channel ({self.channels}), got {len(self.mean)}")
+            if min(self.std) <= 0:
+                raise ValueError(f"dataset {self.name}: dataset.std must be positive, got {self.std}")
+        for setting, value in (("crop_padding", crop_padding), ("cutout_patches", cutout_patches), ("cutout_length", cutout_length)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"dataset.{setting}={value!r}: must be a non-negative integer")
+        self.augment_settings = Augment(crop_padding=crop_padding, flip=bool(flip), cutout_patches=cutout_patches, cutout_length=cutout_length)
+        self.train_subset = _count(train_subset, "train_subset")
+        self.test_subset = _count(test_subset, "test_subset")
+        self.subset_seed = int(subset_seed)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+    def read(self) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+        """``(train_images, train_labels, test_images, test_labels, num_classes)``, all samples."""
+        raise NotImplementedError
+
+    def load(self) -> ImageData:
+        """Read the dataset, apply the subsets and return it with its normalisation and augmentation.
+
+        Raises :class:`DatasetNotFoundError` (one line: dataset, folder, files and the command that
+        puts them there) when the files are missing and cannot be downloaded.
+        """
+        train_x, train_y, test_x, test_y, num_classes = self.read()
+        channels = train_x.shape[1]
+        if self.mean is None or self.std is None:
+            mean, std = channel_stats(train_x)
+            log.info("%s: mean %s, std %s computed from %d training images", self.name, mean, std, len(train_x))
+        else:
+            mean, std = self.mean, self.std
+            if len(mean) == 1 and channels > 1:
+                mean, std = mean * channels, std * channels
+            if len(mean) != channels:
+                raise ValueError(f"dataset {self.name}: dataset.mean/std have {len(mean)} values for {channels}-channel images")
+        train_x, train_y = self._subset(train_x, train_y, self.train_subset, "train_subset")
+        test_x, test_y = self._subset(test_x, test_y, self.test_subset, "test_subset")
+        a = self.augment_settings
+        active = a.crop_padding > 0 or a.flip or (a.cutout_patches > 0 and a.cutout_length > 0)
+        data = ImageData(
+            name=self.name,
+            train_images=train_x.contiguous(),
+            train_labels=train_y.long(),
+            test_images=test_x.contiguous(),
+            test_labels=test_y.long(),
+            num_classes=int(num_classes),
+            mean=tuple(mean),
+            std=tuple(std),
+            augment=Augment(a.crop_padding, a.flip, a.cutout_patches, a.cutout_length) if active else None,
+        )
+        log.info(
+            "%s: %d train / %d test images of shape %s, %d classes",
+            self.name, len(data.train_labels), len(data.test_labels), data.input_shape, data.num_classes,
+        )
+        return data
+
+    def _subset(self, images: Tensor, labels: Tensor, size: int | None, setting: str) -> tuple[Tensor, Tensor]:
+        if size is None:
+            return images, labels
+        if size > len(labels):
+            raise ValueError(f"dataset.{setting}={size} exceeds the {len(labels)} samples of {self.name}")
+        idx = stratified_indices(labels, size, self.subset_seed)
+        return images[idx], labels[idx]
+
+
+class Embedded(Dataset):
+    """The MNIST subset shipped inside the package (``sigprop/data/embedded/``): trains offline with no setup.
+
+    Built by ``scripts/build_embedded.py`` from the full MNIST files.
+    """
+
+    channels = 1
+
+    def __init__(self, name: str = "embedded", file: str = EMBEDDED_FILE, **settings: Any) -> None:
+        super().__init__(name=name, **settings)
+        self.file = str(file)
+        if not embedded_path(self.file).is_file():
+            raise ValueError(f"dataset.file={self.file!r}: no such file in the package's sigprop/data/embedded/")
+
+    def read(self) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+        with embedded_path(self.file).open("rb") as f, np.load(f) as npz:
+            arrays = {k: torch.from_numpy(npz[k].copy()) for k in ("train_images", "train_labels", "test_images", "test_labels")}
+        return (
+            arrays["train_images"], arrays["train_labels"].long(),
+            arrays["test_images"], arrays["test_labels"].long(), 10,
+        )
+
+
+def embedded_path(file: str = EMBEDDED_FILE) -> importlib.resources.abc.Traversable:
+    """Where the shipped subset ``file`` is, wherever the package is installed."""
+    return importlib.resources.files("sigprop.data").joinpath("embedded", file)
+
+
+@contextmanager
+def _download_timeout(seconds: float) -> Iterator[None]:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _one_line(err: BaseException) -> str:
+    # torchvision's messages span lines; the last one holds the cause (e.g. "<urlopen error ...>").
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[-1][:160] if lines else ''}"
+
+
+class TorchvisionDataset(Dataset):
+    """A dataset read by torchvision's own class from ``root`` in torchvision's layout, downloaded there if allowed.
+
+    Args:
+        root: the data folder (``data_dir``); relative paths start at the working directory.
+        download: let torchvision download the files when they are missing.
+        **settings: see :class:`Dataset`.
+    """
+
+    key: str = ""  # the config name, also the default ``name``
+    num_classes: int = 10
+    # For the missing-data error: the folder torchvision reads (relative to root) and what puts the
+    # files there; "{root}" in ``remedy`` becomes the data folder.
+    location: str = ""
+    remedy: str = ""
+
+    def __init__(self, root: str | os.PathLike[str], download: bool = True, name: str | None = None, **settings: Any) -> None:
+        super().__init__(name=name or self.key, **settings)
+        self.root = _path(root, "root")
+        self.download = bool(download)
+
+    def open(self, split: str, download: bool) -> Any:
+        """The torchvision dataset object of one split (``train``, ``test``, or another the class knows)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def tensors(ds: Any) -> tuple[Tensor, Tensor]:
+        """``uint8 (N, C, H, W)`` images and labels out of a torchvision dataset object."""
+        raise NotImplementedError
+
+    def missing(self, reason: str) -> DatasetNotFoundError:
+        """The one-line error for files that are absent and could not be downloaded."""
+        where = self.root / self.location if self.location else self.root
+        return DatasetNotFoundError(f"dataset {self.name}: not found in {where} ({reason}); {self.remedy.format(root=self.root)}")
+
+    def _open_split(self, split: str) -> Any:
+        try:
+            return self.open(split, download=False)
+        except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+            if not self.download:
+                raise self.missing("download: false") from None
+        log.info("%s: downloading to %s", self.name, self.root)
+        try:
+            with _download_timeout(DOWNLOAD_TIMEOUT_S):
+                return self.open(split, download=True)
+        except (OSError, RuntimeError, ValueError) as err:  # URLError, socket timeouts, checksum mismatches
+            raise self.missing(f"download failed: {_one_line(err)}") from None
+
+    def read(self) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+        train_x, train_y = self.tensors(self._open_split("train"))
+        test_x, test_y = self.tensors(self._open_split("test"))
+        return train_x, train_y, test_x, test_y, self.num_classes
+
+
+_IDX_LIST = ", ".join(IDX_FILES)
+
+
+class MNIST(TorchvisionDataset):
+    """MNIST handwritten digits (28x28 grey), read by ``torchvision.datasets.MNIST``."""
+
+    key = "mnist"
+    channels = 1
+    location = "MNIST/raw"
+    remedy = f"put {_IDX_LIST} (.gz or plain) in a folder DIR and run: python -m sigprop.data.prepare mnist --source DIR --data-dir {{root}}"
+
+    def open(self, split: str, download: bool) -> Any:
+        return torchvision.datasets.MNIST(str(self.root), train=split == "train", download=download)
+
+    @staticmethod
+    def tensors(ds: Any) -> tuple[Tensor, Tensor]:
+        return ds.data.unsqueeze(1), ds.targets
+
+
+class FashionMNIST(MNIST):
+    """Fashion-MNIST clothing images (28x28 grey), read by ``torchvision.datasets.FashionMNIST``."""
+
+    key = "fashion_mnist"
+    location = "FashionMNIST/raw"
+    remedy = (
+        f"apt-get install dataset-fashion-mnist (puts the IDX files in {FASHION_MNIST_DEBIAN}) and run: "
+        f"python -m sigprop.data.prepare fashion_mnist --data-dir {{root}} (or --source DIR for another folder with {_IDX_LIST})"
+    )
+
+    def open(self, split: str, download: bool) -> Any:
+        return torchvision.datasets.FashionMNIST(str(self.root), train=split == "train", download=download)
+
+
+class CIFAR10(TorchvisionDataset):
+    """CIFAR-10 (32x32 colour, 10 classes), read by ``torchvision.datasets.CIFAR10`` from the python archive."""
+
+    key = "cifar10"
+    channels = 3
+    location = "cifar-10-batches-py"
+    remedy = (
+        "put cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) in {root} (download: true extracts it), "
+        "or use the JPEG copy: python -m sigprop.data.prepare cifar10_jpeg --source cifar10-jpeg.tar.gz --data-dir {root} "
+        "and dataset=cifar10_jpeg"
+    )
+
+    def open(self, split: str, download: bool) -> Any:
+        return torchvision.datasets.CIFAR10(str(self.root), train=split == "train", download=download)
+
+    @staticmethod
+    def tensors(ds: Any) -> tuple[Tensor, Tensor]:
+        return torch.from_numpy(ds.data).permute(0, 3, 1, 2), torch.tensor(ds.targets)
+
+
+class CIFAR100(CIFAR10):
+    """CIFAR-100 (32x32 colour, 100 fine classes), read by ``torchvision.datasets.CIFAR100``."""
+
+    key = "cifar100"
+    num_classes = 100
+    location = "cifar-100-python"
+    remedy = "put cifar-100-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) in {root} (download: true extracts it)"
+
+    def open(self, split: str, download: bool) -> Any:
+        return torchvision.datasets.CIFAR100(str(self.root), train=split == "train", download=download)
+
+
+class SVHN(TorchvisionDataset):
+    """Street View House Numbers (32x32 colour), read by ``torchvision.datasets.SVHN``; needs scipy.
+
+    Args:
+        extra: append the 531k ``extra`` images to the training split.
+    """
+
+    key = "svhn"
+    channels = 3
+    remedy = "put train_32x32.mat and test_32x32.mat (extra_32x32.mat with extra: true) from http://ufldl.stanford.edu/housenumbers/ in {root}"
+
+    def __init__(self, root: str | os.PathLike[str], download: bool = True, name: str | None = None, extra: bool = False, **settings: Any) -> None:
+        super().__init__(root, download, name, **settings)
+        self.extra = bool(extra)
+
+    def open(self, split: str, download: bool) -> Any:
+        return torchvision.datasets.SVHN(str(self.root), split=split, download=download)
+
+    @staticmethod
+    def tensors(ds: Any) -> tuple[Tensor, Tensor]:
+        return torch.from_numpy(ds.data), torch.from_numpy(ds.labels.astype(np.int64))
+
+    def read(self) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+        if importlib.util.find_spec("scipy") is None:
+            raise ModuleNotFoundError(f"dataset {self.name}: torchvision reads SVHN's .mat files with scipy: pip install scipy")
+        train_x, train_y, test_x, test_y, classes = super().read()
+        if self.extra:
+            extra_x, extra_y = self.tensors(self._open_split("extra"))
+            train_x, train_y = torch.cat([train_x, extra_x]), torch.cat([train_y, extra_y])
+        return train_x, train_y, test_x, test_y, classes
+
+
+class STL10(TorchvisionDataset):
+    """STL-10 labelled splits (96x96 colour, 10 classes), read by ``torchvision.datasets.STL10``."""
+
+    key = "stl10"
+    channels = 3
+    location = "stl10_binary"
+    remedy = "put stl10_binary.tar.gz (https://cs.stanford.edu/~acoates/stl10/) in {root} (download: true extracts it)"
+
+    def open(self, split: str, download: bool) -> Any:
+        return torchvision.datasets.STL10(str(self.root), split=split, download=download)
+
+    @staticmethod
+    def tensors(ds: Any) -> tuple[Tensor, Tensor]:
+        return torch.from_numpy(ds.data), torch.from_numpy(ds.labels.astype(np.int64))
+
+
+def _mode(image: Image.Image) -> str:
+    return "L" if image.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+
+
+class ImageFolder(Dataset):
+    """Any tree ``<path>/train/<class>/*`` + ``<path>/test/<class>/*`` of images, via ``torchvision.datasets.ImageFolder``.
+
+    Images are decoded once (in a thread pool) and cached as tensors in ``<root>/.cache/<name>-<split>.pt``;
+    the cache is rebuilt when the files, ``image_size`` or channels change. Channels follow the
+    first training image (grey -> 1, otherwise RGB).
+
+    Args:
+        root: the data folder (``data_dir``), also where the cache goes.
+        name: the dataset's name; the tree is ``<root>/<name>`` unless ``path`` is given.
+        path: the tree's folder (relative paths start at the working directory).
+        image_size: resize every image to this ``size`` or ``[height, width]``; ``None`` requires equal sizes.
+        workers: decoding threads (``None``: one per CPU core).
+        **settings: see :class:`Dataset`; ``mean``/``std`` default to the training images' statistics.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        name: str = "image_folder",
+        path: str | os.PathLike[str] | None = None,
+        image_size: int | Sequence[int] | None = None,
+        workers: int | None = None,
+        **settings: Any,
+    ) -> None:
+        super().__init__(name=name, **settings)
+        self.root = _path(root, "root")
+        self.path = _path(path, "path") if path is not None else self.root / self.folder
+        self.image_size = self._size(image_size)
+        self.workers = _count(workers, "workers") or os.cpu_count() or 1
+
+    @property
+    def folder(self) -> str:
+        """The tree's folder name under ``root`` when no ``path`` is given."""
+        return self.name
+
+    def prepare_command(self) -> str:
+        """The command that puts the tree in place, for the missing-data error."""
+        return f"python -m sigprop.data.prepare image_folder --source DIR_OR_TAR --name {self.folder} --data-dir {self.root}"
+
+    @staticmethod
+    def _size(value: int | Sequence[int] | None) -> tuple[int, int] | None:
+        if value is None:
+            return None
+        size = (value, value) if isinstance(value, int) else tuple(value)
+        if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size):
+            raise ValueError(f"dataset.image_size={value!r}: must be a positive integer, [height, width] or null")
+        return int(size[0]), int(size[1])
+
+    def read(self) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+        missing = [s for s in SPLITS if not (self.path / s).is_dir()]
+        if missing:
+            raise DatasetNotFoundError(
+                f"dataset {self.name}: {', '.join(str(self.path / s) for s in missing)} not found; "
+                f"the images must be in {self.path}/{{train,test}}/<class>/, put there by: {self.prepare_command()}"
+            )
+        try:
+            train = torchvision.datasets.ImageFolder(str(self.path / "train"))
+        except FileNotFoundError as err:  # no class folders, or no images in them
+            raise DatasetNotFoundError(f"dataset {self.name}: {self.path / 'train'}: {_one_line(err)}") from None
+        # The test split uses the train split's class indices: a class missing from test must not shift labels.
+        try:
+            test_samples = torchvision.datasets.ImageFolder.make_dataset(
+                str(self.path / "test"), train.class_to_idx, extensions=torchvision.datasets.folder.IMG_EXTENSIONS
+            )
+        except FileNotFoundError as err:
+            raise DatasetNotFoundError(f"dataset {self.name}: {self.path / 'test'}: {_one_line(err)}") from None
+        test_classes = {p.name for p in (self.path / "test").iterdir() if p.is_dir()}
+        if test_classes - set(train.classes):
+            raise ValueError(f"dataset {self.name}: test classes {sorted(test_classes - set(train.classes))} are not in {self.path / 'train'}")
+        with Image.open(train.samples[0][0]) as first:
+            mode = _mode(first)
+            size = self.image_size or (first.height, first.width)
+        train_x, train_y = self._split("train", train.samples, mode, size)
+        test_x, test_y = self._split("test", test_samples, mode, size)
+        return train_x, train_y, test_x, test_y, len(train.classes)
+
+    def _fingerprint(self, samples: list[tuple[str, int]], mode: str, size: tuple[int, int]) -> str:
+        digest = hashlib.sha256(f"{CACHE_VERSION}|{self.path}|{mode}|{size}".encode())
+        for file, label in samples:
+            digest.update(f"\n{os.path.relpath(file, self.path)}|{os.path.getsize(file)}|{label}".encode())
+        return digest.hexdigest()
+
+    def _split(self, split: str, samples: list[tuple[str, int]], mode: str, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        cache = self.root / ".cache" / f"{self.name}-{split}.pt"
+        fingerprint = self._fingerprint(samples, mode, size)
+        if cache.is_file():
+            try:
+                saved = torch.load(cache, weights_only=True)
+                if saved.get("fingerprint") == fingerprint:
+                    log.info("%s: %s split from cache %s", self.name, split, cache)
+                    return saved["images"], saved["labels"]
+                log.info("%s: cache %s is stale (files or settings changed); decoding again", self.name, cache)
+            except Exception as err:  # a corrupt cache is only a lost shortcut: decode again
+                log.warning("%s: ignoring unreadable cache %s (%s)", self.name, cache, _one_line(err))
+        images, labels = self._decode(samples, mode, size)
+        self._save(cache, {"fingerprint": fingerprint, "images": images, "labels": labels})
+        return images, labels
+
+    def _decode(self, samples: list[tuple[str, int]], mode: str, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        channels = 1 if mode == "L" else 3
+        out = torch.empty((len(samples), channels, *size), dtype=torch.uint8)
+        files = [file for file, _ in samples]
+        chunks = [range(i, min(i + DECODE_CHUNK, len(files))) for i in range(0, len(files), DECODE_CHUNK)]
+        log.info("%s: decoding %d images from %s with %d threads", self.name, len(files), self.path, self.workers)
+        # torchvision's decoders run in C++ without the GIL, so threads share the work across cores.
+        with ThreadPoolExecutor(self.workers) as pool:
+            for _ in pool.map(lambda rows: self._decode_chunk(files, rows, out, mode, size), chunks):
+                pass
+        labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+        return out, labels
+
+    def _decode_chunk(self, files: list[str], rows: range, out: Tensor, mode: str, size: tuple[int, int]) -> None:
+        read_mode = torchvision.io.ImageReadMode.GRAY if mode == "L" else torchvision.io.ImageReadMode.RGB
+        jpegs = [i for i in rows if files[i].lower().endswith((".jpg", ".jpeg"))]
+        decoded: dict[int, Tensor] = {}
+        if jpegs:
+            try:  # one batched call: several times faster than PIL for small JPEGs
+                batch = torchvision.io.decode_jpeg([torchvision.io.read_file(files[i]) for i in jpegs], mode=read_mode)
+                decoded = dict(zip(jpegs, batch))
+            except RuntimeError:  # an unusual JPEG: fall back to PIL, which also names a broken file
+                decoded = {}
+        for i in rows:
+            image = decoded[i] if i in decoded else self._decode_pil(files[i], mode)
+            if tuple(image.shape[1:]) != size:
+                if self.image_size is None:
+                    raise ValueError(
+                        f"dataset {self.name}: {files[i]} is {image.shape[2]}x{image.shape[1]} pixels, the first image "
+                        f"{size[1]}x{size[0]}: set dataset.image_size to resize them to one size"
+                    )
+                image = resize(image, list(size), antialias=True)
+            out[i] = image
+
+    @staticmethod
+    def _decode_pil(file: str, mode: str) -> Tensor:
+        try:
+            with Image.open(file) as im:
+                array = np.asarray(im.convert(mode))
+        except OSError as err:
+            raise ValueError(f"{file}: cannot decode the image ({_one_line(err)})") from None
+        return torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1).copy()).permute(2, 0, 1)
+
+    def _save(self, cache: Path, payload: dict[str, Any]) -> None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f"{cache.name}.{os.getpid()}.part")
+            try:
+                torch.save(payload, tmp)
+                os.replace(tmp, cache)  # atomic: a concurrent or interrupted run never reads half a cache
+            finally:
+                tmp.unlink(missing_ok=True)
+            log.info("%s: cached decoded images in %s", self.name, cache)
+        except OSError as err:  # a read-only data folder only costs decoding time on the next run
+            log.warning("%s: could not write cache %s (%s)", self.name, cache, _one_line(err))
+
+
+class CIFAR10JPEG(ImageFolder):
+    """The JPEG copy of CIFAR-10 as ``<root>/cifar10-jpeg/{train,test}/<class>/*.jpg`` (32x32, 10 classes)."""
+
+    channels = 3
+
+    def __init__(self, root: str | os.PathLike[str], name: str = "cifar10_jpeg", **settings: Any) -> None:
+        super().__init__(root=root, name=name, **settings)
+
+    @property
+    def folder(self) -> str:
+        return CIFAR10_JPEG_FOLDER
+
+    def prepare_command(self) -> str:
+        return f"python -m sigprop.data.prepare cifar10_jpeg --source cifar10-jpeg.tar.gz --data-dir {self.root}"
+
+
+# The class behind every ``conf/dataset/<name>.yaml``.
+DATASETS: dict[str, type[Dataset]] = {
+    "embedded": Embedded, "mnist": MNIST, "fashion_mnist": FashionMNIST, "cifar10": CIFAR10,
+    "cifar100": CIFAR100, "svhn": SVHN, "stl10": STL10, "image_folder": ImageFolder, "cifar10_jpeg": CIFAR10JPEG,
+}
