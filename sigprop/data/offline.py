@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import shutil
 import tarfile
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 import numpy as np
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -154,8 +156,13 @@ def _pick_root(roots: dict[str, dict[str, set[str]]], source: Path) -> str:
     return root
 
 
-def _under_split(parts: tuple[str, ...], root: str, depth: int) -> bool:
-    return len(parts) > depth and "/".join(parts[:depth]) == root and parts[depth] in SPLITS
+def _image_files(path: Path) -> list[PurePosixPath]:
+    """Relative paths of the image files below ``path`` (os.walk: no stat call per file)."""
+    found = []
+    for folder, _, names in os.walk(path):
+        rel = PurePosixPath(Path(folder).relative_to(path).as_posix())
+        found.extend(rel / n for n in names if _is_image(n))
+    return found
 
 
 def find_image_tree(path: str | Path) -> Path:
@@ -164,8 +171,19 @@ def find_image_tree(path: str | Path) -> Path:
     Raises ``ValueError`` naming ``path`` when there is no such tree or more than one.
     """
     path = Path(path)
-    files = [PurePosixPath(p.relative_to(path).as_posix()) for p in path.rglob("*") if _is_image(p.name) and p.is_file()]
-    return path / _pick_root(_tree_classes(files), path)
+    return path / _pick_root(_tree_classes(_image_files(path)), path)
+
+
+def _tree_files(files: list[PurePosixPath], source: Path) -> tuple[str, dict[PurePosixPath, PurePosixPath]]:
+    """The tree's root in ``files`` and a map from each of its split images to its path inside the tree."""
+    root = _pick_root(_tree_classes(files), source)
+    depth = len(PurePosixPath(root).parts)
+    inside = {}
+    for f in files:
+        # The source may wrap the tree in folders (cifar10-jpeg/train/...): paths are kept relative to its root.
+        if "/".join(f.parts[:depth]) == root and len(f.parts) > depth + 2 and f.parts[depth] in SPLITS:
+            inside[f] = PurePosixPath(*f.parts[depth:])
+    return root, inside
 
 
 def import_image_folder(source: str | Path, data_dir: str | Path, name: str) -> Path:
@@ -173,37 +191,66 @@ def import_image_folder(source: str | Path, data_dir: str | Path, name: str) -> 
 
     ``source`` is a folder or a ``.tar``/``.tar.gz``/``.tgz`` archive containing
     ``[prefix/]train/<class>/*`` and ``[prefix/]test/<class>/*``; the layout is checked
-    before anything is written. An existing valid ``data_dir/name`` is kept as it is.
+    before anything is written. When ``data_dir/name`` already exists, only the images it
+    lacks are added (a partial copy is completed; nothing is overwritten or deleted).
     """
     source, dest = Path(source).expanduser(), Path(data_dir).expanduser() / name
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"--name {name!r}: must be a plain folder name")
     if not source.exists():
         raise FileNotFoundError(f"{source} not found: give a folder or a .tar.gz of train/<class>/ and test/<class>/")
+    if source.is_dir():
+        _, inside = _tree_files(_image_files(source), source)
+        _copy_tree(dest, name, inside, lambda todo, staged: _copy_files(source, todo, staged))
+    elif tarfile.is_tarfile(source):
+        with tarfile.open(source) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and _is_image(m.name)]
+            _, inside = _tree_files([PurePosixPath(m.name) for m in members], source)
+
+            def extract(todo: dict[PurePosixPath, PurePosixPath], staged: Path) -> None:
+                # In archive order (a .gz cannot seek backwards cheaply), renamed to drop the wrapper folder.
+                wanted = [m.replace(name=str(todo[f])) for m in members if (f := PurePosixPath(m.name)) in todo]
+                tar.extractall(staged, members=wanted, filter="data")
+
+            _copy_tree(dest, name, inside, extract)
+    else:
+        raise ValueError(f"{source} is neither a folder nor a tar archive")
+    return dest
+
+
+def _copy_files(source: Path, todo: dict[PurePosixPath, PurePosixPath], staged: Path) -> None:
+    for src, rel in todo.items():
+        (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / src, staged / rel)
+
+
+def _copy_tree(
+    dest: Path,
+    name: str,
+    inside: dict[PurePosixPath, PurePosixPath],
+    write: Callable[[dict[PurePosixPath, PurePosixPath], Path], None],
+) -> None:
+    """Write the images of ``inside`` that ``dest`` lacks, through a staging folder beside it."""
+    todo = inside
     if dest.exists():
-        if find_image_tree(dest) != dest:  # raises when something else is in the way
+        present = _image_files(dest)
+        if _pick_root(_tree_classes(present), dest) != "":
             raise ValueError(f"{dest} exists but holds no train/ and test/ class folders directly: remove it or choose another --name")
-        log.info("%s already holds an image tree; kept as it is", dest)
-        return dest
+        have = set(present)
+        todo = {src: rel for src, rel in inside.items() if rel not in have}
+        if not todo:
+            log.info("%s already holds all %d images", dest, len(inside))
+            return
+        log.info("%s exists; adding the %d images it lacks", dest, len(todo))
     dest.parent.mkdir(parents=True, exist_ok=True)
-    # Stage next to the destination so the final move is one atomic rename on the same filesystem.
+    # Staged next to the destination so the final moves are renames on the same filesystem.
     with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=dest.parent) as staging:
         staged = Path(staging) / "tree"
-        if source.is_dir():
-            root = find_image_tree(source)
-            log.info("copying %s to %s", root, dest)
-            shutil.copytree(root, staged)
-        elif tarfile.is_tarfile(source):
-            with tarfile.open(source) as tar:
-                members = tar.getmembers()
-                files = [PurePosixPath(m.name) for m in members if m.isfile() and _is_image(m.name)]
-                root = _pick_root(_tree_classes(files), source)
-                depth = len(PurePosixPath(root).parts)
-                wanted = [m for m in members if _under_split(PurePosixPath(m.name).parts, root, depth)]
-                log.info("extracting %d members of %s to %s", len(wanted), source, dest)
-                tar.extractall(Path(staging) / "x", members=wanted, filter="data")
-            shutil.move(str(Path(staging) / "x" / root), staged)
-        else:
-            raise ValueError(f"{source} is neither a folder nor a tar archive")
-        staged.rename(dest)
-    return dest
+        log.info("writing %d images to %s", len(todo), dest)
+        write(todo, staged)
+        if not dest.exists():
+            staged.rename(dest)  # a fresh tree appears whole or not at all
+            return
+        for rel in todo.values():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staged / rel).replace(dest / rel)
