@@ -1,0 +1,524 @@
+"""Models (input forms, global parameters, loop-back), managers (wrapping, dropped arguments, call
+order), monitors, signal formatters and generators, and ``utils.shape_numel``."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import sigprop
+from sigprop import propagators as P
+from sigprop import signals as S
+from sigprop.functional import signals as FS
+from sigprop.utils import shape_numel
+
+LOSS = sigprop.loss.v9_input_target_max_all
+WIDTH = 64
+
+
+def build_optimizer(module: nn.Module, lr: float = 1e-3) -> torch.optim.Optimizer | None:
+    params = [p for p in module.parameters() if p.requires_grad]
+    return torch.optim.Adam(params, lr=lr) if params else None
+
+
+@pytest.fixture(scope="module")
+def digits(mnist) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """3,000 real MNIST training images and 1,000 test images, flattened."""
+    x_train, y_train, x_test, y_test = mnist
+    return x_train[:3000].flatten(1), y_train[:3000], x_test[:1000].flatten(1), y_test[:1000]
+
+
+def snapshot(module: nn.Module) -> dict[str, Tensor]:
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+def moved(before: dict[str, Tensor], module: nn.Module) -> set[str]:
+    return {n for n, p in module.named_parameters() if not torch.equal(before[n], p)}
+
+
+def build_mlp(
+    seed: int = 0, monitor: sigprop.monitors.Group | None = None, builder: Callable = build_optimizer
+) -> tuple[nn.Module, sigprop.managers.Preset]:
+    """signal (784 -> WIDTH) -> hidden (WIDTH -> WIDTH) -> output (WIDTH -> 10), through a ``Preset``."""
+    torch.manual_seed(seed)
+    manager = sigprop.managers.Preset(
+        sigprop.models.Forward,
+        P.Loss,
+        P.signals.Loss,
+        builder,
+        sigprop.monitors.loss.LabelMetrics if monitor is not None else None,
+        monitor,
+    )
+    manager.config_signal(loss=LOSS)
+    manager.config_propagator(loss=LOSS)
+    manager.set_signal(
+        nn.Sequential(
+            S.LabelNumberToOnehot(10),
+            S.ProjectionContextInput(
+                nn.Linear(10, WIDTH), nn.Sequential(nn.Linear(784, WIDTH), nn.ReLU()), (10,), (WIDTH,)
+            ),
+        )
+    )
+    network = nn.Sequential(
+        manager.add_propagator(nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.ReLU())),
+        manager.add_propagator(nn.Linear(WIDTH, 10), P.Identity),
+    )
+    return manager.set_model(network), manager
+
+
+def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+def test_model_input_forms(digits) -> None:
+    x, y = digits[0][:32], digits[1][:32]
+    monitor = sigprop.monitors.Group()
+    model, _ = build_mlp(monitor=monitor)
+    model.eval()
+    with torch.no_grad():
+        outputs = [model((x, y)), model(x, y), model([x, y]), model(x), model(x, None), model((x, None))]
+    for out in outputs:
+        assert out.shape == (32, 10)
+        torch.testing.assert_close(out, outputs[0])  # evaluation: the signal does not change h
+    # Only the three calls with labels measured the local losses (signal and one hidden layer).
+    assert set(monitor.values()) == {"signal", "layer01"}
+    assert all(m.count == 3 * 32 for m in monitor.monitors)
+    with pytest.raises(ValueError, match="a model takes"):
+        model((x, y, y))
+
+
+def test_training_call_learns_and_inference_call_does_not(digits) -> None:
+    x, y = digits[0][:32], digits[1][:32]
+    model, _ = build_mlp()
+    model.train()
+    before = snapshot(model)
+    model(x)
+    model(x, None)
+    assert moved(before, model) == set()
+    model(x, y)
+    assert {n.split(".")[0] for n in moved(before, model)} == {"signal", "model"}
+    assert not any(n.startswith("model.1.") for n in moved(before, model)), "the output waits for the user"
+
+
+def test_model_parameters_are_only_the_global_ones() -> None:
+    torch.manual_seed(0)
+    hidden, frozen, out1, out2 = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+    signal_module = S.ProjectionContext(nn.Linear(3, 8), (3,), (8,))
+    model = sigprop.models.Forward(
+        nn.Sequential(
+            P.Loss(hidden, build_optimizer(hidden), LOSS),
+            P.Fixed(frozen),
+            P.Identity(nn.Sequential(out1, nn.ReLU())),
+            P.Forward(nn.Identity()),
+            P.Identity(out2),
+        ),
+        P.signals.Loss(signal_module, build_optimizer(signal_module), LOSS),
+    )
+    params = list(model.parameters())
+    expected = [out1.weight, out1.bias, out2.weight, out2.bias]
+    assert len(params) == len(expected) and all(a is b for a, b in zip(params, expected))
+    assert {id(p) for p in P.local_parameters(model.model, model.signal)} == {
+        id(p) for p in [*hidden.parameters(), *signal_module.parameters()]
+    }
+
+
+def one_hot_error(output: Tensor, context: Tensor) -> Tensor:
+    """``softmax(output) - one_hot(label)``: the loop-back models' error signal."""
+    labels = context.argmax(1) if context.dim() > 1 else context
+    return F.softmax(output, 1) - F.one_hot(labels, output.shape[1]).float()
+
+
+def build_loop_back(model_cls: type, seed: int, monitor: sigprop.monitors.Group) -> nn.Module:
+    """The MLP of ``build_mlp`` whose signal projects a 10-vector (the label or the error)."""
+    torch.manual_seed(seed)
+    manager = sigprop.managers.Preset(
+        model_cls, P.Loss, P.signals.Loss, build_optimizer, sigprop.monitors.loss.LabelMetrics, monitor
+    )
+    manager.config_signal(loss=LOSS)
+    manager.config_propagator(loss=LOSS)
+    manager.config_model(error=one_hot_error)
+    manager.set_signal(
+        S.ProjectionContextInput(nn.Linear(10, WIDTH), nn.Sequential(nn.Linear(784, WIDTH), nn.ReLU()), (10,), (WIDTH,))
+    )
+    network = nn.Sequential(
+        manager.add_propagator(nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.ReLU())),
+        manager.add_propagator(nn.Linear(WIDTH, 10), P.Identity),
+    )
+    return manager.set_model(network)
+
+
+@pytest.mark.parametrize("model_cls", [sigprop.models.LoopBack, sigprop.models.ForwardLoopBack])
+def test_loop_back_models_run_and_learn(digits, model_cls: type) -> None:
+    x, y, x_test, y_test = digits
+    onehot = F.one_hot(y, 10).float()  # the signal projects 10-vectors: labels one-hot, errors as they are
+    monitor = sigprop.monitors.Group()
+    model = build_loop_back(model_cls, seed=0, monitor=monitor)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = snapshot(model)
+    start_accuracy = accuracy(model, x_test, y_test)
+    local_accuracy = []
+    for epoch in range(2):
+        model.train()
+        monitor.reset()
+        for i in range(0, len(x), 64):
+            output = model(x[i : i + 64], onehot[i : i + 64])
+            loss = F.cross_entropy(output, y[i : i + 64])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        local_accuracy.append(monitor.values()["layer01"]["acc"])
+    final_accuracy = accuracy(model, x_test, y_test)
+    print(f"{model_cls.__name__}: test accuracy {start_accuracy:.3f} -> {final_accuracy:.3f}, hidden layer {local_accuracy}")
+    assert all(n in moved(before, model) for n in before), "every layer learned"
+    assert final_accuracy >= 0.7  # chance: 0.1
+    # The hidden layer learns from the signal: its own outputs separate the classes better each epoch.
+    assert local_accuracy[-1] > local_accuracy[0] and local_accuracy[-1] >= 0.3
+    out = model(x_test[:8])  # inference: one pass, no signal
+    assert out.shape == (8, 10)
+
+
+# --- managers --------------------------------------------------------------------------------
+
+
+def test_preset_wraps_layers_with_their_own_optimizers() -> None:
+    built: list[nn.Module] = []
+
+    def builder(module: nn.Module) -> torch.optim.Optimizer | None:
+        built.append(module)
+        return build_optimizer(module)
+
+    monitor = sigprop.monitors.Group()
+    model, manager = build_mlp(monitor=monitor, builder=builder)
+    signal, (hidden, output) = model.signal, list(model.model)
+    assert isinstance(model, sigprop.models.Forward)
+    assert isinstance(signal, P.signals.Loss) and isinstance(hidden, P.Loss) and isinstance(output, P.Identity)
+    # The builder saw the signal and the hidden layer, not the output layer (Identity takes no optimizer).
+    assert built == [signal.module, hidden.module]
+    for propagator in (signal, hidden):
+        opt_params = {id(p) for g in propagator.optimizer.param_groups for p in g["params"]}
+        assert opt_params == {id(p) for p in propagator.module.parameters()}
+    # Each loss is wrapped in a monitor named after its place.
+    assert [m.name for m in monitor.monitors] == ["signal", "layer01"]
+    assert hidden.loss is monitor.monitors[1] and hidden.loss.loss is LOSS
+    assert manager.propagators == [hidden, output] and manager.model is model and manager.signal is signal
+
+
+def test_arguments_a_propagator_does_not_take_are_dropped() -> None:
+    manager = sigprop.managers.Preset(sigprop.models.Forward, P.Loss, P.signals.Loss, build_optimizer)
+    manager.config_propagator(loss=LOSS, fuse_ht=False, not_an_argument=3)
+    signal = manager.set_signal(S.ProjectionContext(nn.Linear(10, 8), (10,), (8,)), loss=LOSS, also_unknown=1)
+    hidden = manager.add_propagator(nn.Linear(8, 8))
+    flat = manager.add_propagator(nn.Flatten(), P.Forward)  # takes neither loss nor optimizer
+    fixed = manager.add_propagator(nn.ReLU(), P.Fixed, loss=LOSS)
+    out = manager.add_propagator(nn.Linear(8, 10), P.Identity, optimizer="never used")
+    assert hidden.fuse_ht is False and hidden.loss is LOSS and hidden.optimizer is not None
+    assert isinstance(flat, P.Forward) and isinstance(fixed, P.Fixed) and isinstance(out, P.Identity)
+    assert signal.loss is LOSS
+
+    prepared = sigprop.managers.Prepared(sigprop.models.Forward, P.Loss, P.signals.Fixed)
+    layer = nn.Linear(8, 8)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    signal = prepared.set_signal(S.ProjectionContext(nn.Linear(10, 8), (10,), (8,)), optimizer=opt, loss=LOSS)
+    assert isinstance(signal, P.signals.Fixed)
+    hidden = prepared.add_propagator(layer, optimizer=opt, loss=LOSS, bogus=1)
+    assert hidden.optimizer is opt
+    out = prepared.add_propagator(nn.Linear(8, 10), P.Identity, optimizer=opt, loss=LOSS)
+    model = prepared.set_model(nn.Sequential(hidden, out))
+    assert model(torch.randn(4, 8), F.one_hot(torch.arange(4), 10).float()).shape == (4, 10)
+
+
+def fresh() -> sigprop.managers.Preset:
+    return sigprop.managers.Preset(sigprop.models.Forward, P.Loss, P.signals.Loss, build_optimizer)
+
+
+def signal_module() -> nn.Module:
+    return S.ProjectionContext(nn.Linear(10, 8), (10,), (8,))
+
+
+def after_signal(m: sigprop.managers.Preset) -> sigprop.managers.Preset:
+    m.set_signal(signal_module(), loss=LOSS)
+    return m
+
+
+def after_layer(m: sigprop.managers.Preset) -> sigprop.managers.Preset:
+    after_signal(m).add_propagator(nn.Linear(8, 8), loss=LOSS)
+    return m
+
+
+def after_model(m: sigprop.managers.Preset) -> sigprop.managers.Preset:
+    after_layer(m).set_model(nn.Sequential(*m.propagators))
+    return m
+
+
+WRONG_ORDER = {
+    "set_model before set_signal": (lambda: fresh().set_model(nn.Sequential()), r"set_signal\(\) must be called before"),
+    "set_signal twice": (lambda: after_signal(fresh()).set_signal(signal_module(), loss=LOSS), "already"),
+    "config_signal after set_signal": (lambda: after_signal(fresh()).config_signal(loss=LOSS), r"config_signal"),
+    "config_propagator after add_propagator": (
+        lambda: after_layer(fresh()).config_propagator(loss=LOSS),
+        r"config_propagator\(\) must come before",
+    ),
+    "add_propagator after set_model": (
+        lambda: after_model(fresh()).add_propagator(nn.Linear(8, 8), loss=LOSS),
+        r"before set_model",
+    ),
+    "set_model twice": (lambda: after_model(fresh()).set_model(nn.Sequential()), "already"),
+    "config_model after set_model": (lambda: after_model(fresh()).config_model(), r"config_model"),
+    "set_monitor after set_signal": (
+        lambda: after_signal(fresh()).set_monitor(sigprop.monitors.loss.LabelMetrics, sigprop.monitors.Group()),
+        r"set_monitor\(\) must come before",
+    ),
+    "set_monitor twice": (
+        lambda: sigprop.managers.Prepared(
+            sigprop.models.Forward, P.Loss, P.signals.Loss, sigprop.monitors.loss.LabelMetrics, sigprop.monitors.Group()
+        ).set_monitor(sigprop.monitors.loss.LabelMetrics, sigprop.monitors.Group()),
+        "already",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_ORDER))
+def test_wrong_call_order_raises_a_clear_error(case: str) -> None:
+    call, message = WRONG_ORDER[case]
+    with pytest.raises(RuntimeError, match=message):
+        call()
+
+
+def test_set_monitor_needs_a_group() -> None:
+    with pytest.raises(ValueError, match="monitors.Group"):
+        fresh().set_monitor(sigprop.monitors.loss.LabelMetrics, None)
+
+
+def test_manager_interface_is_abstract() -> None:
+    manager = sigprop.managers.Manager()
+    for call in (lambda: manager.set_signal(nn.Identity()), lambda: manager.add_propagator(nn.Identity()),
+                 lambda: manager.set_model(nn.Identity())):
+        with pytest.raises(NotImplementedError):
+            call()
+
+
+# --- monitors --------------------------------------------------------------------------------
+
+
+def test_label_metrics_accumulate_loss_and_accuracy() -> None:
+    values = iter([2.0, 4.0])
+    metrics = sigprop.monitors.loss.LabelMetrics("layer07", lambda *args: torch.tensor(next(values)))
+    # y = h1 @ t1.T rows: [1,0,0,1] -> 0, [0,1,1,0] -> 1, [1,0,0,1] -> 0, [0,1,1,0] -> 1 (first max)
+    h1 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    t1 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 1, 1, 0])
+    # Sample i is right when the label of its best target equals its own: rows 0, 1 yes; rows 2, 3 no.
+    out = metrics(None, h1, t1, h1, t1, labels)
+    assert float(out) == 2.0
+    assert metrics.values() == {"loss": 2.0, "acc": 0.5}
+    # A second batch of 2, labels one-hot; both right.
+    out = metrics(None, h1[:2], t1[:2], h1[:2], t1[:2], F.one_hot(labels[:2], 2).float())
+    assert float(out) == 4.0
+    assert metrics.values() == pytest.approx({"loss": (2.0 * 4 + 4.0 * 2) / 6, "acc": 4 / 6})
+    assert metrics.metrics().startswith("[layer07]") and "0.6667" in metrics.metrics()
+    # One signal row per class: the best row is compared with the label directly.
+    per_class = sigprop.monitors.loss.LabelMetrics("per_class", lambda *args: torch.tensor(1.0))
+    t_classes = torch.eye(3)
+    h = torch.tensor([[0.0, 0.0, 5.0], [3.0, 1.0, 0.0]])
+    per_class(None, h, t_classes, h, t_classes, torch.tensor([2, 1]))
+    assert per_class.values()["acc"] == 0.5
+    metrics.reset()
+    assert metrics.count == 0 and all(math.isnan(v) for v in metrics.values().values())
+
+
+def test_label_metrics_pass_the_loss_through() -> None:
+    h1 = torch.randn(4, 3, requires_grad=True)
+    t1 = torch.randn(4, 3)
+    t0 = F.one_hot(torch.tensor([0, 1, 0, 2]), 3).float()
+    metrics = sigprop.monitors.loss.LabelMetrics("x", LOSS)
+    out = metrics(None, h1, t1, h1, t0, torch.tensor([0, 1, 0, 2]))
+    torch.testing.assert_close(out, LOSS(None, h1, t1, h1, t0, None))
+    out.backward()
+    assert h1.grad is not None
+
+
+def test_group_collects_per_layer_metrics(digits) -> None:
+    x, y = digits[0][:256], digits[1][:256]
+    monitor = sigprop.monitors.Group()
+    model, _ = build_mlp(monitor=monitor)
+    model.train()
+    losses = []
+    for i in range(0, 256, 64):
+        model(x[i : i + 64], y[i : i + 64])
+        losses.append([float(m.loss_sum) for m in monitor.monitors])
+    values = monitor.values()
+    assert set(values) == {"signal", "layer01"}
+    for m in monitor.monitors:
+        assert m.count == 256
+        assert 0.0 <= values[m.name]["acc"] <= 1.0 and values[m.name]["loss"] > 0
+    assert monitor.metrics().splitlines()[0].startswith("[signal]")
+    assert len(monitor.metrics().splitlines()) == 2
+    monitor.reset()
+    assert all(m.count == 0 for m in monitor.monitors)
+
+
+# --- formatters ------------------------------------------------------------------------------
+
+
+def test_formatters_and_their_functions() -> None:
+    labels = torch.tensor([2, 0, 1, 2])
+    h = torch.randn(4, 5)
+    onehot = torch.tensor([[0.0, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    assert torch.equal(FS.label_number_to_onehot(labels, 3), onehot)
+    assert FS.label_number_to_onehot(labels, 5).shape == (4, 5)
+    assert torch.equal(FS.label_number_to_onehot(labels, None), onehot)  # largest label + 1
+    assert torch.equal(FS.distinct_batch_labels_onehot(onehot), torch.eye(3))
+    assert torch.equal(FS.distinct_batch_labels(onehot), torch.tensor([0.0, 1.0, 2.0]))
+    assert torch.equal(FS.label_vector_to_number(onehot), torch.tensor([[2.0], [0.0], [1.0], [2.0]]))
+    for fn in (FS.distinct_batch_labels_onehot, FS.distinct_batch_labels, FS.label_vector_to_number):
+        assert fn(None) is None
+    assert FS.label_number_to_onehot(None, 3) is None
+
+    for module, t0, expected in (
+        (S.LabelNumberToOnehot(3), labels, onehot),
+        (S.DistinctBatchLabelsOnehot(), onehot, torch.eye(3)),
+        (S.DistinctBatchLabels(), onehot, torch.tensor([0.0, 1.0, 2.0])),
+        (S.LabelVectorToNumber(), onehot, torch.tensor([[2.0], [0.0], [1.0], [2.0]])),
+    ):
+        h1, t1 = module((h, t0))
+        assert h1 is h and torch.equal(t1, expected)
+        assert module((h, None))[1] is None
+        assert isinstance(module, S.Formatter)
+
+
+# --- generators ------------------------------------------------------------------------------
+
+
+def test_projection_context(digits) -> None:
+    x, y = digits[0][:6].view(6, 1, 28, 28), digits[1][:6]
+    torch.manual_seed(0)
+    projection = nn.Linear(10, 2 * 4 * 4)
+    generator = S.ProjectionContext(projection, (10,), (2, 4, 4))
+    t0 = F.one_hot(y, 10).float()
+    h1, t1, h0, t0_out = generator((x, t0))
+    assert h1 is x and h0 is x and t0_out is t0
+    torch.testing.assert_close(t1, projection(t0).view(6, 2, 4, 4))
+    assert generator((x, None))[1] is None
+    assert isinstance(generator, S.Generator)
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10_subset"])
+def test_projection_context_input_takes_any_number_of_channels(dataset: str, request) -> None:
+    x_train, y_train = request.getfixturevalue(dataset)[:2]
+    spread = torch.arange(64) * (len(x_train) // 64)  # every class (the CIFAR-10 subset is ordered by class)
+    x, y = x_train[spread], y_train[spread]
+    assert len(y.unique()) == 10
+    channels, dim = x.shape[1], x.shape[2]
+    assert channels == (1 if dataset == "mnist" else 3)
+    torch.manual_seed(0)
+    shape = (4, dim, dim)
+    module_context = nn.Sequential(nn.Linear(10, shape_numel(shape)), nn.ReLU())
+    module_input = nn.Sequential(nn.Conv2d(channels, 4, 3, 1, 1), nn.ReLU())
+    generator = S.ProjectionContextInput(module_context, module_input, (10,), shape)
+    t0 = F.one_hot(y, 10).float()
+    h1, t1, h0, t0_out = generator((x, t0))
+    assert h1.shape == t1.shape == (64, *shape) and h0 is x and t0_out is t0
+    torch.testing.assert_close(h1, module_input(x))
+    torch.testing.assert_close(t1, module_context(t0).view(64, *shape))
+    h1, t1, _, _ = generator((x, None))
+    assert t1 is None and h1.shape == (64, *shape)
+
+    # Wrapped in a learning signal propagator, both modules learn; with fixed=True neither does.
+    for fixed in (False, True):
+        torch.manual_seed(0)
+        module = nn.Sequential(
+            S.LabelNumberToOnehot(10),
+            S.ProjectionContextInput(
+                nn.Linear(10, shape_numel(shape)), nn.Conv2d(channels, 4, 3, 1, 1), (10,), shape, fixed=fixed
+            ),
+        )
+        assert all(p.requires_grad is not fixed for p in module.parameters())
+        propagator = P.signals.Loss(module, build_optimizer(module, lr=1e-2), LOSS)
+        before = snapshot(module)
+        for i in range(0, 64, 16):
+            propagator((x[i : i + 16], y[i : i + 16], y[i : i + 16]))
+        assert moved(before, module) == (set() if fixed else set(before))
+        model = sigprop.models.Forward(nn.Sequential(P.Identity(nn.Flatten())), propagator)
+        assert list(model.parameters()) == []
+        assert len(list(P.local_parameters(model))) == (0 if fixed else 4)
+
+
+def test_projection_context_fixed_freezes() -> None:
+    projection = nn.Linear(10, 8)
+    generator = S.ProjectionContext(projection, (10,), (8,), fixed=True)
+    assert not any(p.requires_grad for p in projection.parameters())
+    _, t1, _, _ = generator((torch.zeros(2, 8), torch.eye(10)[:2]))
+    assert not t1.requires_grad
+
+
+# Two glyphs written out (the others are checked through their placement): 1 is a vertical
+# stroke in the middle column; 7 is the top row and the right column.
+GLYPH_1 = ["0001000"] * 7
+GLYPH_7 = ["1111111"] + ["0000001"] * 6
+
+
+def glyph(rows: list[str]) -> Tensor:
+    return torch.tensor([[1.0 if c == "1" else -1.0 for c in row] for row in rows])
+
+
+def test_fixed_draw_context_draws_the_digits() -> None:
+    draw = S.FixedDrawContext(1)
+    h0 = torch.zeros(3, 2, 7, 7)
+    h1, t1, h0_out, t0 = draw((h0, torch.tensor([1, 7, 1])))
+    assert h1 is h0 and h0_out is h0 and t1.shape == (3, 2, 7, 7)
+    for i, expected in enumerate((GLYPH_1, GLYPH_7, GLYPH_1)):
+        for c in range(2):
+            assert torch.equal(t1[i, c], glyph(expected))
+    # One-hot labels draw the same; no target draws nothing.
+    assert torch.equal(draw((h0, F.one_hot(torch.tensor([1, 7, 1]), 10).float()))[1], t1)
+    assert draw((h0, None))[1] is None
+    # The ten digits are distinct images.
+    all_digits = draw((torch.zeros(10, 1, 7, 7), torch.arange(10)))[1].flatten(1)
+    assert len({tuple(row.tolist()) for row in all_digits}) == 10
+
+
+def test_fixed_draw_context_places_and_scales() -> None:
+    single = S.FixedDrawContext(1)((torch.zeros(10, 1, 7, 7), torch.arange(10)))[1][:, 0]
+    # A 28x28 image holds one 28x28 cell: every glyph pixel becomes a 4x4 block.
+    big = S.FixedDrawContext(1)((torch.zeros(1, 1, 28, 28), torch.tensor([7])))[1][0, 0]
+    assert torch.equal(big, glyph(GLYPH_7).repeat_interleave(4, 0).repeat_interleave(4, 1))
+    # Two places side by side (7x14): label 12 is a 1 on the left and a 2 on the right.
+    wide = S.FixedDrawContext(2)((torch.zeros(13, 1, 7, 14), torch.arange(13)))[1][:, 0]
+    assert torch.equal(wide[12, :, :7], single[1]) and torch.equal(wide[12, :, 7:], single[2])
+    # A one-digit label fills the first cell only; the rest of the image is 0.
+    assert torch.equal(wide[7, :, :7], single[7]) and torch.equal(wide[7, :, 7:], torch.zeros(7, 7))
+    # Stacked (14x7): top to bottom.
+    tall = S.FixedDrawContext(2)((torch.zeros(13, 1, 14, 7), torch.arange(13)))[1][:, 0]
+    assert torch.equal(tall[10, :7], single[1]) and torch.equal(tall[10, 7:], single[0])
+    with pytest.raises(ValueError):
+        S.FixedDrawContext(0)
+    with pytest.raises(ValueError, match="digits"):
+        S.FixedDrawContext(1)((torch.zeros(11, 1, 7, 7), torch.arange(11)))
+
+
+def test_fixed_draw_context_as_a_fixed_signal(mnist) -> None:
+    x, y = mnist[0][:16], mnist[1][:16]
+    signal = P.signals.Fixed(S.FixedDrawContext(1))
+    h1, t1 = signal((x, y, y))
+    assert h1.shape == t1.shape == (16, 1, 28, 28) and torch.equal(h1, x)
+    assert set(t1.unique().tolist()) == {-1.0, 1.0}  # a single cell fills the whole image
+
+
+# --- utils -----------------------------------------------------------------------------------
+
+
+def test_shape_numel() -> None:
+    assert shape_numel((3, 4, 5)) == 60
+    assert shape_numel([7]) == 7
+    assert shape_numel(()) == 1
+    assert shape_numel(torch.Size([2, 3])) == 6
+    assert shape_numel(torch.zeros(2, 3, 4).shape[1:]) == 12
