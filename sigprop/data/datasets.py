@@ -85,7 +85,7 @@ def stratified_indices(labels: Tensor | np.ndarray, n: int, seed: int = 0) -> Te
     order = np.argsort(-(exact - quotas), kind="stable")
     quotas[order[: n - int(quotas.sum())]] += 1
     rng = np.random.RandomState(seed)
-    chosen = [rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quotas)]
+    chosen = [rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quotas, strict=True)]
     return torch.from_numpy(np.sort(np.concatenate(chosen)))
 
 
@@ -108,7 +108,10 @@ def _floats(value: float | Sequence[float] | None, setting: str) -> tuple[float,
         return None
     if isinstance(value, (int, float)):
         return (float(value),)
-    values = tuple(float(v) for v in value)
+    try:
+        values = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"dataset.{setting}={value!r}: give a list of numbers, one per channel, or null") from None
     if not values:
         raise ValueError(f"dataset.{setting} is empty: give one value per channel or null")
     return values
@@ -313,7 +316,7 @@ class TorchvisionDataset(Dataset):
     def _open_split(self, split: str) -> Any:
         try:
             return self.open(split, download=False)
-        except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+        except RuntimeError:  # torchvision: "Dataset not found or corrupted"
             if not self.download:
                 raise self.missing("download: false") from None
         log.info("%s: downloading to %s", self.name, self.root)
@@ -567,7 +570,7 @@ class ImageFolder(Dataset):
         if jpegs:
             try:  # one batched call: several times faster than PIL for small JPEGs
                 batch = torchvision.io.decode_jpeg([torchvision.io.read_file(files[i]) for i in jpegs], mode=read_mode)
-                decoded = dict(zip(jpegs, batch))
+                decoded = dict(zip(jpegs, batch, strict=True))
             except RuntimeError:  # an unusual JPEG: fall back to PIL, which also names a broken file
                 decoded = {}
         for i in rows:

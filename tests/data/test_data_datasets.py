@@ -95,7 +95,7 @@ def test_image_folder_sizes_and_grey_images(cifar_tree: Path, tmp_path: Path) ->
     digits = Embedded(test_subset=40).load()
     grey = tmp_path / "digits"
     for split, images, labels in (("train", digits.test_images[:30], digits.test_labels[:30]), ("test", digits.test_images[30:], digits.test_labels[30:])):
-        for i, (image, label) in enumerate(zip(images, labels)):
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
             folder = grey / split / str(label.item())
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image[0].numpy()).save(folder / f"{i:03d}.png")
