@@ -465,6 +465,8 @@ class ImageFolder(Dataset):
         **settings: see :class:`Dataset`; ``mean``/``std`` default to the training images' statistics.
     """
 
+    expected_sizes: tuple[int, int] | None = None  # (train, test) images of the complete dataset, when known
+
     def __init__(
         self,
         root: str | os.PathLike[str],
@@ -519,6 +521,13 @@ class ImageFolder(Dataset):
         test_classes = {p.name for p in (self.path / "test").iterdir() if p.is_dir()}
         if test_classes - set(train.classes):
             raise ValueError(f"dataset {self.name}: test classes {sorted(test_classes - set(train.classes))} are not in {self.path / 'train'}")
+        counts = (len(train.samples), len(test_samples))
+        if self.expected_sizes is not None and counts != self.expected_sizes:
+            # A partial copy (e.g. a test fixture's subset in the shared data folder) would train without complaint.
+            log.warning(
+                "%s: %s holds %d train / %d test images, the full dataset %d / %d: a partial copy? Complete it with: %s",
+                self.name, self.path, *counts, *self.expected_sizes, self.prepare_command(),
+            )
         with Image.open(train.samples[0][0]) as first:
             mode = _mode(first)
             size = self.image_size or (first.height, first.width)
@@ -611,6 +620,7 @@ class CIFAR10JPEG(ImageFolder):
     """The JPEG copy of CIFAR-10 as ``<root>/cifar10-jpeg/{train,test}/<class>/*.jpg`` (32x32, 10 classes)."""
 
     channels = 3
+    expected_sizes = (50_000, 10_000)
 
     def __init__(self, root: str | os.PathLike[str], name: str = "cifar10_jpeg", **settings: Any) -> None:
         super().__init__(root=root, name=name, **settings)

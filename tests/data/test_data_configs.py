@@ -1,6 +1,7 @@
 """Every conf/dataset/*.yaml composes and instantiates to a Dataset with the reference settings."""
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -73,10 +74,14 @@ def test_default_config_loads_the_embedded_subset(tmp_path: Path) -> None:
     assert data.mean == (0.1307,) and data.augment is not None and data.augment.crop_padding == 2
 
 
-def test_cifar10_jpeg_config_reads_the_prepared_tree(cifar_tree: Path) -> None:
-    data = hydra.utils.instantiate(dataset_config("cifar10_jpeg", cifar_tree)).load()
+def test_cifar10_jpeg_config_reads_the_prepared_tree(cifar_tree: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="sigprop.data.datasets"):
+        data = hydra.utils.instantiate(dataset_config("cifar10_jpeg", cifar_tree)).load()
     assert data.input_shape == (3, 32, 32) and data.num_classes == 10
     assert torch.bincount(data.test_labels).tolist() == [8] * 10
+    # The subset is far from the 50,000 / 10,000 images of CIFAR-10: the user is told it looks partial.
+    assert "holds 200 train / 80 test images, the full dataset 50000 / 10000: a partial copy?" in caplog.text
+    assert "python -m sigprop.data.prepare cifar10_jpeg" in caplog.text
 
 
 def test_group_composes_under_hydra_with_the_documented_top_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
