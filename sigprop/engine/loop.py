@@ -1,0 +1,164 @@
+"""The epoch loop: train, test, collect every layer's metrics, report, save.
+
+Metrics are summed on the device during a phase and read once at its end (a read waits for the
+device), so the loop adds no synchronisation per step; the progress bar, when shown, reads its
+running values every ``refresh_every`` steps.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Callable, Iterator, Protocol, Sequence
+
+from torch import Tensor
+from tqdm import tqdm
+
+from ..tracking import Tracker
+from .learners import Learner
+
+log = logging.getLogger(__name__)
+
+Metrics = dict[str, float]
+
+
+class Batches(Protocol):
+    """What the loop iterates: ``(x, y)`` batches with a known count (e.g. ``sigprop.data.loader.TensorLoader``)."""
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+    def __len__(self) -> int: ...
+
+
+class OutputMeter:
+    """The output layer's summed loss and correct predictions over one phase, kept on the device."""
+
+    def __init__(self) -> None:
+        self.loss_sum: Tensor | float = 0.0
+        self.correct: Tensor | float = 0.0
+        self.count = 0
+
+    def add(self, loss: Tensor, logits: Tensor, y: Tensor) -> None:
+        n = y.shape[0]
+        self.loss_sum = self.loss_sum + loss.float() * n
+        self.correct = self.correct + (logits.argmax(1) == y).sum()
+        self.count += n
+
+    def values(self) -> dict[str, float]:
+        """Mean loss and accuracy (reads the device)."""
+        if self.count == 0:
+            return {"loss": math.nan, "acc": math.nan}
+        return {"loss": float(self.loss_sum) / self.count, "acc": float(self.correct) / self.count}
+
+
+def run_phase(
+    learner: Learner,
+    batches: Batches,
+    phase: str,
+    progress: bool = False,
+    refresh_every: int = 20,
+    desc: str = "",
+) -> Metrics:
+    """One pass over ``batches``: training steps for ``phase="train"``, evaluation otherwise.
+
+    Returns ``<phase>/loss``, ``<phase>/acc`` (output layer), ``<phase>/<layer>/loss|acc`` for every
+    monitored layer (the signal included) and ``<phase>/samples_per_s``.
+    """
+    training = phase == "train"
+    learner.train(training)
+    if learner.monitor is not None:
+        learner.monitor.reset()
+    step = learner.train_step if training else learner.eval_step
+    meter = OutputMeter()
+    num_batches = len(batches)
+    bar = tqdm(total=num_batches, desc=desc or phase, unit="batch", leave=False, disable=not progress, dynamic_ncols=True)
+    start = time.perf_counter()
+    for i, (x, y) in enumerate(batches, 1):
+        loss, logits = step(x, y)
+        meter.add(loss, logits, y)
+        bar.update(1)
+        if progress and (i % refresh_every == 0 or i == num_batches):
+            running = meter.values()
+            bar.set_postfix(loss=f"{running['loss']:.4f}", acc=f"{running['acc']:.4f}", refresh=False)
+    output = meter.values()  # waits for the device, so the time below covers all the phase's work
+    elapsed = time.perf_counter() - start
+    bar.close()
+    metrics: Metrics = {f"{phase}/loss": output["loss"], f"{phase}/acc": output["acc"]}
+    if learner.monitor is not None:
+        for name, values in learner.monitor.values().items():
+            for key, value in values.items():
+                metrics[f"{phase}/{name}/{key}"] = value
+    metrics[f"{phase}/samples_per_s"] = meter.count / elapsed if elapsed > 0 else math.nan
+    return metrics
+
+
+def describe_epoch(row: Metrics, epochs: int) -> str:
+    """One console line for an epoch: output-layer loss and accuracy, every layer's test accuracy, speed, lr."""
+    layers = " ".join(
+        f"{key.split('/')[1]} {value:.4f}"
+        for key, value in row.items()
+        if key.startswith("test/") and key.endswith("/acc") and key.count("/") == 2
+    )
+    text = (
+        f"epoch {int(row['epoch'])}/{epochs}  train loss {row['train/loss']:.4f} acc {row['train/acc']:.4f}"
+        f"  test loss {row['test/loss']:.4f} acc {row['test/acc']:.4f}"
+    )
+    if layers:
+        text += f"  | layer test acc: {layers}"
+    return text + f"  | {row['train/samples_per_s']:.0f} samples/s  lr {row['lr']:.3g}"
+
+
+def fit(
+    learner: Learner,
+    train_batches: Batches,
+    test_batches: Batches,
+    epochs: int,
+    tracker: Tracker,
+    start_epoch: int = 0,
+    history: Sequence[Metrics] = (),
+    save: Callable[[int, list[Metrics]], None] | None = None,
+    progress: bool = False,
+    refresh_every: int = 20,
+) -> list[Metrics]:
+    """Train from epoch ``start_epoch + 1`` to ``epochs``; returns every epoch's metrics.
+
+    ``history`` (the epochs a resumed run already has) is sent to ``tracker`` first, so a resumed
+    run's record is complete. After each epoch: one row of metrics to ``tracker``, one line to
+    the log, then ``save(epoch, history)`` (the checkpoint).
+    """
+    history = list(history)
+    for row in history:
+        tracker.log(row, int(row["epoch"]))
+    for epoch in range(start_epoch + 1, epochs + 1):
+        row: Metrics = {"epoch": epoch, "lr": learner.lr()}
+        desc = f"epoch {epoch}/{epochs}"
+        row |= run_phase(learner, train_batches, "train", progress, refresh_every, f"{desc} train")
+        learner.epoch_end()
+        row |= run_phase(learner, test_batches, "test", progress, refresh_every, f"{desc} test")
+        history.append(row)
+        tracker.log(row, epoch)
+        log.info(describe_epoch(row, epochs))
+        if save is not None:
+            save(epoch, history)
+    return history
+
+
+def summarize(history: Sequence[Metrics]) -> Metrics:
+    """Final and best values of a run: ``final/<key>``, ``best/<key>`` (max of accuracies, min of losses)
+    and ``best/epoch`` (the epoch of the best test accuracy)."""
+    if not history:
+        return {}
+    summary: Metrics = {"epochs": history[-1]["epoch"]}
+    summary |= {f"final/{k}": v for k, v in history[-1].items() if k != "epoch"}
+    for key in history[-1]:
+        values = [row[key] for row in history if key in row and not math.isnan(row[key])]
+        if not values:
+            continue
+        if key.endswith("/acc"):
+            summary[f"best/{key}"] = max(values)
+        elif key.endswith("/loss"):
+            summary[f"best/{key}"] = min(values)
+    if "test/acc" in history[-1]:
+        best = max(history, key=lambda row: (row["test/acc"], -row["epoch"]))
+        summary["best/epoch"] = best["epoch"]
+    return summary
