@@ -1,0 +1,70 @@
+"""Helpers for the training application's tests: compose configs in-process, run train.py in a subprocess.
+
+Imported by the tests as ``app_helpers`` (pytest puts this folder on ``sys.path``)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = ROOT / "conf"
+TRAIN = ROOT / "train.py"
+
+# A run small enough for a test: 1,000/500 real embedded-MNIST images, a 64-unit MLP, one epoch.
+TINY = (
+    "dataset.train_subset=1000",
+    "dataset.test_subset=500",
+    "model=mlp_small",
+    "model.num_hidden=64",
+    "batch_size=50",
+    "test_batch_size=500",
+    "optimizer.lr=2e-3",
+    "epochs=1",
+    "scheduler.milestones=[1]",
+)
+
+
+def options(group: str) -> list[str]:
+    """Every option of a config group, as listed in conf/<group>/."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """``conf/config.yaml`` composed with ``overrides``, Hydra's node included (for the group choices)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+def train(args: Sequence[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``python train.py *args`` from ``cwd`` (W&B forced offline, as on a machine without an API key)."""
+    # One thread: these runs are tiny, and OpenMP threads slow to a crawl when other processes hold the cores.
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, str(TRAIN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def train_ok(args: Sequence[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``train`` that fails the test, showing train.py's output, unless it exits with 0."""
+    result = train(args, cwd, timeout)
+    assert result.returncode == 0, f"train.py {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    """The rows of ``<run_dir>/metrics.jsonl``."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def without_timing(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Metrics rows without the keys that measure speed (they differ between identical runs)."""
+    return [{k: v for k, v in row.items() if not k.endswith("samples_per_s")} for row in rows]

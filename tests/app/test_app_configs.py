@@ -1,0 +1,130 @@
+"""Every option of every config group composes, is built by ``sigprop.engine.build`` and trains one batch
+of real images; the presets hold the settings they promise."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from app_helpers import compose_config, options
+from omegaconf import DictConfig
+
+from sigprop import propagators
+from sigprop.data.datasets import Dataset, ImageData
+from sigprop.data.loader import TensorLoader
+from sigprop.engine import build
+from sigprop.engine.learners import Learner
+
+# Networks small enough for one CPU step each; the option under test is otherwise unchanged.
+SMALL_MLP = ("model.num_hidden=32",)
+SMALL_VGG = ("model.feat_mult=0.0625", "model.num_hidden=32")
+COVERED = ("signal", "propagator", "loss", "model", "optimizer", "scheduler", "logger", "experiment")
+OFFLINE_DATASETS = ("embedded", "mnist")  # the ones a test machine has; the others are built, not loaded
+
+
+def small(cfg: DictConfig) -> tuple[str, ...]:
+    return SMALL_VGG if "vgg" in cfg.model._target_ else SMALL_MLP
+
+
+def case_overrides(group: str, option: str) -> list[str]:
+    """Overrides that select ``group=option`` with a tiny network (and a signal ``v1`` can use)."""
+    overrides = [f"{group}={option}"]
+    if group == "loss" and option == "v1":
+        overrides.append("+signal.per_class=true")  # v1 scores one signal row per class
+    return overrides + list(small(compose_config(overrides)))
+
+
+@pytest.fixture(scope="module")
+def embedded() -> ImageData:
+    """300 real training images of the embedded MNIST subset (loaded once for every case)."""
+    cfg = compose_config(["dataset.train_subset=300", "dataset.test_subset=100"])
+    return build.load_data(build.build_parts(cfg, build.choices_of(cfg)).dataset, {})
+
+
+def train_one_batch(cfg: DictConfig, data: ImageData) -> tuple[Learner, dict[str, bool]]:
+    """Build the learner ``cfg`` describes for ``data``, check it, take one training step; returns the learner
+    and, per parameter name, whether the step changed it."""
+    choices = build.choices_of(cfg)
+    parts = build.build_parts(cfg, choices)
+    learner = build.build_learner(parts, data, choices)
+    build.check_forward(learner, data, torch.device("cpu"), choices)
+    x, y = next(iter(TensorLoader(data.train_images[:64], data.train_labels[:64], 64, data.mean, data.std)))
+    before = {n: p.detach().clone() for n, p in learner.model.named_parameters()}
+    learner.train()
+    loss, logits = learner.train_step(x, y)
+    assert torch.isfinite(loss), f"{choices}: loss {loss}"
+    assert logits.shape == (64, data.num_classes)
+    changed = {n: not torch.equal(before[n], p) for n, p in learner.model.named_parameters()}
+    return learner, changed
+
+
+CASES = [(group, option) for group in COVERED for option in options(group)]
+
+
+@pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
+def test_option_builds_and_trains_one_batch(group: str, option: str, embedded: ImageData) -> None:
+    cfg = compose_config(case_overrides(group, option))
+    assert build.choices_of(cfg)[group] == option
+    build.check_config(cfg)
+    _, changed = train_one_batch(cfg, embedded)
+    assert any(changed.values()), f"{group}={option}: one training step changed no parameter"
+
+
+def test_every_group_has_its_options() -> None:
+    """The options the README documents exist (a renamed file would silently drop one)."""
+    assert options("signal") == ["context", "draw", "projection", "projection_fixed"]
+    assert options("propagator") == ["backprop", "fixed", "loss"]
+    assert options("loss") == ["v1", "v14", "v15", "v9"]
+    assert {"mlp", "mlp_small", "vgg6", "vgg8", "vgg11"} <= set(options("model"))
+    assert options("optimizer") == ["adam", "amsgrad", "sgd"]
+    assert options("scheduler") == ["multistep", "none"]
+    assert options("logger") == ["none", "wandb"]
+    assert {"cifar10_reference", "mnist_mlp"} <= set(options("experiment"))
+
+
+@pytest.mark.parametrize("dataset", options("dataset"))
+def test_dataset_option_builds(dataset: str, data_dir: Path) -> None:
+    """Every dataset config instantiates; the ones present offline load and train one batch."""
+    cfg = compose_config([f"dataset={dataset}", f"data_dir={data_dir}", "dataset.train_subset=200", "dataset.test_subset=100", *SMALL_MLP])
+    parts = build.build_parts(cfg, build.choices_of(cfg))
+    assert isinstance(parts.dataset, Dataset)
+    if dataset not in OFFLINE_DATASETS:
+        return
+    data = build.load_data(parts.dataset, {})
+    assert len(data.train_labels) == 200 and data.input_shape == (1, 28, 28)
+    train_one_batch(cfg, data)
+
+
+def test_fixed_propagator_leaves_hidden_layers_alone(embedded: ImageData) -> None:
+    """propagator=fixed: hidden layers keep their initial weights; propagator=loss: they learn."""
+    def hidden(learner: Learner, cls: type) -> list[str]:
+        return [f"{n}.{p}" for n, m in learner.model.named_modules() if isinstance(m, cls) for p, _ in m.named_parameters()]
+
+    fixed, changed = train_one_batch(compose_config(["propagator=fixed", "signal=context", *SMALL_MLP]), embedded)
+    names = hidden(fixed, propagators.Fixed)
+    assert names and not any(changed[n] for n in names)
+    learning, changed = train_one_batch(compose_config(["propagator=loss", "signal=context", *SMALL_MLP]), embedded)
+    names = hidden(learning, propagators.Loss)
+    assert names and all(changed[n] for n in names if n.endswith("weight"))
+
+
+def test_cifar10_reference_preset_is_the_reference_run() -> None:
+    cfg = compose_config(["experiment=cifar10_reference"])
+    choices = build.choices_of(cfg)
+    assert {k: choices[k] for k in ("dataset", "model", "signal", "loss", "optimizer", "scheduler")} == {
+        "dataset": "cifar10", "model": "vgg8", "signal": "projection", "loss": "v15", "optimizer": "adam", "scheduler": "multistep",
+    }
+    assert (cfg.epochs, cfg.batch_size, cfg.optimizer.lr, cfg.loss.topk) == (400, 128, 5e-4, 6)
+    assert (cfg.model.norm, cfg.model.nonlin, cfg.model.dropout) == ("instance", "leakyrelu", 0.2)
+    assert (list(cfg.scheduler.milestones), cfg.scheduler.gamma) == ([200, 300, 350, 375], 0.25)
+    # Offline the same run reads the JPEG copy; the command line wins over the preset's dataset.
+    assert build.choices_of(compose_config(["experiment=cifar10_reference", "dataset=cifar10_jpeg"]))["dataset"] == "cifar10_jpeg"
+
+
+def test_top_level_settings_are_typed() -> None:
+    with pytest.raises(build.ConfigError, match=r"^epochs='abc'"):
+        build.read_settings(compose_config(["epochs=abc"]))
+    with pytest.raises(build.ConfigError, match=r"^batch_size=0"):
+        build.read_settings(compose_config(["batch_size=0"]))
+    with pytest.raises(build.ConfigError, match=r"^progress="):
+        build.read_settings(compose_config(["progress=sometimes"]))

@@ -1,0 +1,96 @@
+"""train.py as a user runs it: sweeps with W&B offline, resume, determinism, config errors, the README command."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from app_helpers import TINY, read_metrics, train, train_ok, without_timing
+
+RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "summary.json", "wandb")
+
+
+def test_sweep_writes_one_run_per_job_with_offline_wandb(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    train_ok(["-m", "loss=v9,v15", "logger=wandb", *TINY, f"hydra.sweep.dir={sweep}"], tmp_path)
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1"]
+    group = f"{tmp_path.name}_sweep"  # the sweep's id: the sweep folder's last two parts
+    for job, loss in zip(jobs, ("v9", "v15")):
+        assert (job / ".hydra" / "overrides.yaml").read_text().count(f"loss={loss}") == 1
+        (row,) = read_metrics(job)
+        for key in ("epoch", "lr", "train/acc", "test/acc", "train/samples_per_s",
+                    "train/signal/acc", "train/layer01/acc", "test/layer01/loss", "test/signal/acc"):
+            assert key in row and math.isfinite(row[key]), key
+        assert row["test/acc"] > 0.2  # 1,000 real images, one epoch: above chance (0.1)
+        (run,) = (job / "wandb").glob("offline-run-*")
+        record = next(run.glob("run-*.wandb")).read_bytes()
+        assert group.encode() in record  # both jobs' W&B runs carry the sweep's group
+        assert f"loss={loss}".encode() in record  # and are named after their overrides
+
+
+def test_resume_gives_the_metrics_of_an_uninterrupted_run(tmp_path: Path) -> None:
+    # Dropout and the embedded set's random crops use the torch and data-order random streams,
+    # so an exact match needs every random state restored.
+    args = [*TINY, "epochs=2", "model.dropout=0.1", "logger=none"]
+    train_ok([*args, f"hydra.run.dir={tmp_path / 'full'}"], tmp_path)
+    train_ok([*args, "epochs=1", f"hydra.run.dir={tmp_path / 'first'}"], tmp_path)
+    train_ok([*args, f"resume={tmp_path / 'first'}", f"hydra.run.dir={tmp_path / 'resumed'}"], tmp_path)
+    full, resumed = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "resumed")
+    assert [row["epoch"] for row in resumed] == [1, 2]
+    assert without_timing(resumed) == without_timing(full)
+    assert (tmp_path / "first" / "metrics.jsonl").read_text().count("\n") == 1  # the first run is left as it was
+
+
+def test_same_command_twice_gives_the_same_metrics(tmp_path: Path) -> None:
+    args = [*TINY, "epochs=2", "logger=none", "signal=context", "loss=v9"]
+    train_ok([*args, f"hydra.run.dir={tmp_path / 'a'}"], tmp_path)
+    train_ok([*args, f"hydra.run.dir={tmp_path / 'b'}"], tmp_path)
+    a, b = read_metrics(tmp_path / "a"), read_metrics(tmp_path / "b")
+    assert len(a) == 2 and without_timing(a) == without_timing(b)
+    assert a[1]["train/acc"] != a[0]["train/acc"]  # it trained
+
+
+BAD = {
+    "unknown option": (["loss=v99"], "loss/v99"),
+    "wrong type": (["epochs=abc"], "epochs='abc'"),
+    "unknown key": (["learning_rate=0.1"], "learning_rate"),
+    "unknown key in a group": (["model.width=3"], "model.width"),
+    "setting its target rejects": (["+model.width=3"], "model=mlp_small"),
+    "signal that does not fit the data": (["signal=draw", "signal.places=1000"], "signal=draw"),
+    "loss that does not fit the signal": (["loss=v1"], "loss=v1"),  # v1 needs one signal row per class
+    "bad value in a sweep": (["-m", "loss=v9,v15", "batch_size=64,many"], "batch_size='many'"),
+}
+
+
+@pytest.mark.parametrize("overrides,names", BAD.values(), ids=BAD.keys())
+def test_bad_config_stops_with_one_line_before_writing_run_files(overrides: list[str], names: str, tmp_path: Path) -> None:
+    run_dir, sweep = tmp_path / "run", tmp_path / "sweep"
+    flags = [o for o in overrides if o.startswith("-")]  # before the overrides; the bad values after TINY's
+    settings = [o for o in overrides if not o.startswith("-")]
+    result = train([*flags, *TINY, *settings, f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], result.stderr
+    written = [p.name for folder in (run_dir, sweep) if folder.exists() for p in folder.rglob("*")]
+    assert not set(written) & set(RUN_FILES), written
+    assert not (sweep / "0").exists()  # a sweep stops before its first job
+
+
+def test_existing_run_is_never_overwritten(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train_ok([*TINY, "logger=none", f"hydra.run.dir={run_dir}"], tmp_path)
+    before = (run_dir / "metrics.jsonl").read_bytes()
+    result = train([*TINY, "logger=none", f"hydra.run.dir={run_dir}"], tmp_path)
+    assert result.returncode != 0 and "already holds a run" in result.stderr
+    assert (run_dir / "metrics.jsonl").read_bytes() == before
+
+
+def test_readme_command_trains_the_default_network(tmp_path: Path) -> None:
+    """``python train.py`` (here one epoch of its ten): the default network on the embedded MNIST subset."""
+    result = train_ok(["epochs=1", "hydra.run.dir=run"], tmp_path, timeout=600)
+    assert "final test accuracy" in result.stdout
+    (row,) = read_metrics(tmp_path / "run")
+    assert row["test/acc"] > 0.85  # one epoch on 10,000 images
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
