@@ -47,7 +47,7 @@ def cifar10_subset():
     """A real CIFAR-10 subset as normalised ``(N, 3, 32, 32)`` float tensors: ``(x_train, y_train, x_test, y_test)``.
 
     The images numbered below ``CIFAR10_SUBSET[split]`` of every class (3,000 train, 1,000 test),
-    extracted once from the shared JPEG archive into the data folder; ordered by class.
+    extracted once from the shared JPEG archive into ``data/cifar10-subset``; ordered by class.
     """
     import tarfile
 
@@ -55,7 +55,9 @@ def cifar10_subset():
     import torch
     from PIL import Image
 
-    root = DATA_DIR / "cifar10-jpeg"
+    # A folder of its own: data/cifar10-jpeg is where `dataset=cifar10_jpeg` expects the full copy.
+    parent = DATA_DIR / "cifar10-subset"
+    root = parent / "cifar10-jpeg"
     marker = root / (".subset-" + "-".join(f"{k}{v}" for k, v in sorted(CIFAR10_SUBSET.items())))
     if not marker.exists():
         archive = SHARED_DATA / "cifar10-jpeg.tar.gz"
@@ -72,7 +74,7 @@ def cifar10_subset():
                     and parts[3][:-4].isdigit()
                     and int(parts[3][:-4]) < CIFAR10_SUBSET[parts[1]]
                 ):
-                    tar.extract(member, DATA_DIR, filter="data")
+                    tar.extract(member, parent, filter="data")
                     left -= 1
                     if left == 0:
                         break
