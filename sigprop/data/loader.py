@@ -30,23 +30,27 @@ class Augment:
     cutout_length: int = 16
 
     def geometric(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Crop and flip (on pixel values, so padding is black as in torchvision's RandomCrop)."""
-        b, _, h, w = x.shape
+        """Crop and flip, as one gather (works on ``uint8`` pixels too; padding is black as in
+        torchvision's RandomCrop)."""
+        b, c, h, w = x.shape
         dev = x.device
-        if self.crop_padding > 0:
-            p = self.crop_padding
-            padded = F.pad(x, (p, p, p, p))
+        p = max(int(self.crop_padding), 0)
+        if p == 0 and not self.flip:
+            return x
+        rows = torch.arange(h, device=dev).expand(b, h)
+        cols = torch.arange(w, device=dev).expand(b, w)
+        if p > 0:
             dy = torch.randint(0, 2 * p + 1, (b,), device=dev, generator=generator)
             dx = torch.randint(0, 2 * p + 1, (b,), device=dev, generator=generator)
-            rows = (dy[:, None] + torch.arange(h, device=dev)[None, :])[:, None, :, None]
-            cols = (dx[:, None] + torch.arange(w, device=dev)[None, :])[:, None, None, :]
-            batch = torch.arange(b, device=dev)[:, None, None, None]
-            chan = torch.arange(x.shape[1], device=dev)[None, :, None, None]
-            x = padded[batch, chan, rows, cols]
+            rows, cols = rows + dy[:, None], cols + dx[:, None]
+            x = F.pad(x, (p, p, p, p))
         if self.flip:
+            # A flipped window reads its columns in reverse order: no separate flip pass.
             flip = torch.rand(b, device=dev, generator=generator) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        return x
+            cols = torch.where(flip[:, None], cols.flip(1), cols)
+        batch = torch.arange(b, device=dev)[:, None, None, None]
+        chan = torch.arange(c, device=dev)[None, :, None, None]
+        return x[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
 
     def cutout(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Zero ``cutout_patches`` squares of side ``cutout_length`` per sample (after normalisation)."""
@@ -105,6 +109,8 @@ class TensorLoader:
         channels = images.shape[1]
         self.mean = torch.tensor(list(mean), device=self.device).view(1, channels, 1, 1)
         self.std = torch.tensor(list(std), device=self.device).view(1, channels, 1, 1)
+        self.scale = 1 / (255 * self.std)
+        self.shift = self.mean / self.std
         self.shuffle = shuffle
         self.augment = augment
         self.generator = generator
@@ -127,10 +133,10 @@ class TensorLoader:
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             gen = self.generator if self.device.type == "cpu" else None
-            x = self.images[idx].float() / 255
+            x = self.images[idx]
             if self.augment is not None:
-                x = self.augment.geometric(x, gen)
-            x = (x - self.mean) / self.std
+                x = self.augment.geometric(x, gen)  # on uint8: a quarter of the bytes to move
+            x = x.float().mul_(self.scale).sub_(self.shift)  # (x / 255 - mean) / std in one pass
             if self.augment is not None:
                 x = self.augment.cutout(x, gen)
             yield x, self.labels[idx]

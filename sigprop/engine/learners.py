@@ -5,30 +5,63 @@ so the training loop and the benchmark treat SigProp and backpropagation alike.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+import contextlib
+from typing import Any, Callable, ContextManager, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import monitors
+from .. import models, monitors
 from ..nets.assemble import sigprop_model
 from ..nets.network import Network
 from ..nets.signals import SignalChoice
-from ..propagators.base import LocalLosses, LossFn, global_parameters, local_parameters
+from ..propagators.base import LocalLearner, LocalLosses, LossFn, global_parameters, local_parameters
+from ..propagators.learn import Learn, uses_batch_statistics
+from ..propagators.learn import Loss as LossPropagator
+from ..propagators.other import Identity
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
-MODES = ("fused", "layerwise")
+MODES = ("fused", "layerwise", "lowmem")
+PRECISIONS = ("fp32", "bf16")
 
 
 class Learner:
-    """A model with everything needed to train it one batch at a time."""
+    """A model with everything needed to train it one batch at a time.
+
+    Options shared by every learner (keyword arguments of the subclasses):
+        precision: ``fp32``, or ``bf16`` (forward and losses under bfloat16 autocast; parameters,
+            gradients and optimizer state stay fp32).
+        channels_last: keep 4-D weights and inputs in channels-last memory order (faster
+            convolutions on GPUs and with oneDNN).
+        compile: ``torch.compile`` the layers in place (``nn.Module.compile``; state-dict keys unchanged).
+    """
 
     model: nn.Module
     optimizers: list[torch.optim.Optimizer]
     schedulers: list[Any]
     monitor: monitors.Group | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
+
+    def _set_options(self, precision: str, channels_last: bool) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def _autocast(self, x: Tensor) -> ContextManager[Any]:
+        if self.precision == "bf16":
+            return torch.autocast(x.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _input(self, x: Tensor) -> Tensor:
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def _make_schedulers(self, scheduler: SchedulerFactory | None) -> None:
         self.schedulers = [scheduler(o) for o in self.optimizers] if scheduler is not None else []
@@ -43,7 +76,9 @@ class Learner:
     @torch.no_grad()
     def eval_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Output loss and logits without updating (SigProp layers still measure their local losses)."""
-        logits = self.forward(x, y)
+        x = self._input(x)
+        with self._autocast(x):
+            logits = self.forward(x, y).float()
         return F.cross_entropy(logits, y).detach(), logits.detach()
 
     def train(self, mode: bool = True) -> None:
@@ -87,19 +122,33 @@ class BackpropLearner(Learner):
         network: the plain network.
         optimizer: builds the optimizer from parameters.
         scheduler: builds a learning-rate schedule from the optimizer, or ``None``.
+        precision, channels_last, compile: see ``Learner``.
     """
 
-    def __init__(self, network: Network, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None) -> None:
+    def __init__(
+        self,
+        network: Network,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
         self.model = network.sequential()
+        self._set_options(precision, channels_last)
         self.optimizers = [optimizer(self.model.parameters())]
         self._make_schedulers(scheduler)
+        if compile:
+            self.model.compile()
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         return self.model(x)
 
     def train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
+        x = self._input(x)
+        with self._autocast(x):
+            logits = self.model(x).float()
+            loss = F.cross_entropy(logits, y)
         opt = self.optimizers[0]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -121,8 +170,15 @@ class SigpropLearner(Learner):
         mode: ``fused`` sums the local losses and the output loss into one backward and takes one
             optimizer step over all layers (fast; keeps every layer's graph until then);
             ``layerwise`` steps each layer's own optimizer as soon as its loss is known and frees
-            its graph (the reference's order; least memory). Both make the same updates.
+            its graph (the reference's order); ``lowmem`` is ``layerwise`` where each layer's graph
+            is also built only ``recompute_chunk`` samples at a time (one extra forward pass; see
+            ``propagators.Loss``; layers with batch statistics or dropout run as ``layerwise``).
+            All three make the same updates.
         monitor: collect per-layer loss and accuracy.
+        fuse_ht: run ``h`` and ``t`` through each hidden layer in one call (``None``: wherever the
+            layer has no batch statistics; see ``propagators.Learn``).
+        precision, channels_last, compile: see ``Learner``.
+        recompute_chunk: samples per recomputed slice in ``lowmem`` mode.
     """
 
     def __init__(
@@ -135,6 +191,11 @@ class SigpropLearner(Learner):
         hidden: str = "loss",
         mode: str = "fused",
         monitor: bool = True,
+        fuse_ht: bool | None = None,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        compile: bool = False,
+        recompute_chunk: int = 16,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"sigprop mode must be one of {MODES}, got {mode!r}")
@@ -152,19 +213,44 @@ class SigpropLearner(Learner):
             return opt
 
         self.model = sigprop_model(network, signal, loss, build, hidden, self.monitor, self.deferred)
+        for m in self.model.modules():
+            if fuse_ht is not None and isinstance(m, Learn):
+                m.fuse_ht = bool(fuse_ht) and not uses_batch_statistics(m.module)
+            if signal.per_class and isinstance(m, LocalLearner):
+                m.per_class_signal = True  # the losses index the K signal rows by class
+            if mode == "lowmem" and isinstance(m, LossPropagator):
+                m.recompute_chunk = int(recompute_chunk)
+        self._set_options(precision, channels_last)
         if self.deferred is not None:
             params = list(local_parameters(self.model)) + list(global_parameters(self.model))
             self.optimizers = [optimizer(params)]
         else:
             self.optimizers = layer_optimizers + [optimizer(self.model.parameters())]
         self._make_schedulers(scheduler)
+        if compile:
+            for m in self.model.modules():
+                if isinstance(m, (Learn, Identity)):
+                    m.module.compile()
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.model(x, y)
+        model = self.model
+        if type(model) is not models.Forward or not isinstance(model.model, nn.Sequential):
+            return model(x, y)
+        # models.Forward's steps, with each layer's input released as soon as the next layer has it:
+        # calling the Sequential would keep the signal's outputs referenced by the caller's frame
+        # for the whole pass (at VGG8 width, a B x 128 x 32 x 32 tensor held through every layer).
+        h, t = model.signal((x, y, y))
+        state = (h, t, y)
+        del h, t
+        for layer in model.model:
+            state = layer(state)
+        return state[0]
 
     def train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        logits = self.model(x, y)  # layerwise mode: every hidden layer has already stepped here
-        loss = F.cross_entropy(logits, y)
+        x = self._input(x)
+        with self._autocast(x):
+            logits = self.forward(x, y).float()  # layerwise mode: every hidden layer has already stepped here
+            loss = F.cross_entropy(logits, y)
         opt = self.optimizers[-1]
         if self.deferred is not None:
             local = self.deferred.pop_sum()

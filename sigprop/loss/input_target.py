@@ -2,6 +2,10 @@
 
 ``y = h1 @ t1.T`` scores input ``i`` against target ``j``; ``yy = t0 @ t0.T`` says which
 targets are alike (for one-hot labels: the same class). Each loss trains ``y`` towards ``yy``.
+
+With a signal of one row per class (``t`` of ``K`` rows, the class indices in ``context``),
+``y`` and ``yy`` are expanded to the ``(B, B)`` matrices of the per-sample signal, so the loss
+and its gradients are those of the per-sample signal whenever its rows of one class are equal.
 """
 from __future__ import annotations
 
@@ -11,15 +15,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import Loss
-from .similarity import input_target_scores, soft_target_cross_entropy, target_similarity
+from .similarity import class_index, input_target_scores, soft_target_cross_entropy, target_similarity
 
 
 def v9_input_target_max_all(
     sp_learn: Any, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None
 ) -> Tensor:
     """Soft-target cross-entropy of ``y`` against every entry equal to its row's max of ``yy``."""
-    y = input_target_scores(h1, t1)
-    yy = target_similarity(t0)
+    index = class_index(sp_learn, h1, t1, context)
+    y = input_target_scores(h1, t1, index)
+    yy = target_similarity(t0, index)
     mask = (yy == yy.max(1, keepdim=True)[0]).to(y.dtype)
     return soft_target_cross_entropy(y, mask)
 
@@ -28,8 +33,9 @@ def v14_input_target_max_rand(
     sp_learn: Any, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None
 ) -> Tensor:
     """Cross-entropy of ``y`` against ``argmax(yy, 1)``: one best-matching target per input."""
-    y = input_target_scores(h1, t1)
-    yy = target_similarity(t0)
+    index = class_index(sp_learn, h1, t1, context)
+    y = input_target_scores(h1, t1, index)
+    yy = target_similarity(t0, index)
     return F.cross_entropy(y, yy.argmax(1))
 
 
@@ -49,8 +55,9 @@ class v15_input_target_topk(Loss):  # noqa: N801 - the reference package's publi
     def forward(
         self, sp_learn: Any, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None
     ) -> Tensor:
-        y = input_target_scores(h1, t1)
-        yy = target_similarity(t0)
+        index = class_index(sp_learn, h1, t1, context)
+        y = input_target_scores(h1, t1, index)
+        yy = target_similarity(t0, index)
         k = min(self.topk, yy.shape[1])
         mask = F.one_hot(yy.topk(k, dim=1)[1], yy.shape[1]).sum(1).clamp(0, 1).to(y.dtype)
         return soft_target_cross_entropy(y, mask)

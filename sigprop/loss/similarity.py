@@ -5,8 +5,14 @@ A layer's output ``h1`` and the signal ``t1`` are compared sample against sample
 (``B, C, H, W``) the score is the per-position dot product averaged over the
 ``H*W`` positions, which equals one flattened matrix product divided by
 ``H*W``; computing it that way avoids a batched matmul over positions.
+
+A signal may carry one row per class instead of one per sample (``nets.Projection(per_class=True)``):
+then ``t`` has ``K`` rows and ``class_index`` gives each sample's row, and the helpers expand
+the ``(B, K)`` and ``(K, K)`` matrices to the ``(B, B)`` ones a per-sample signal would give.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,19 +24,71 @@ def positions(x: Tensor) -> int:
     return x[0, 0].numel() if x.dim() > 2 else 1
 
 
-def input_target_scores(h1: Tensor, t1: Tensor) -> Tensor:
-    """``h1 @ t1.T`` per spatial position, averaged over positions: a ``(B_h, B_t)`` matrix."""
+def _channels_last(x: Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def flat_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """``a`` and ``b`` as ``(B, features)`` with the features in one common order.
+
+    Dot products do not depend on the order of the features, so channels-last tensors are
+    flattened in their memory order (a view) instead of being copied to the NCHW order.
+    """
+    if _channels_last(a) and _channels_last(b):
+        return a.permute(0, 2, 3, 1).flatten(1), b.permute(0, 2, 3, 1).flatten(1)
+    return a.flatten(1), b.flatten(1)
+
+
+def class_index(sp_learn: Any, h1: Tensor, t1: Tensor, context: Tensor | None) -> Tensor | None:
+    """Each sample's row of ``t1`` when the signal has one row per class, else ``None``.
+
+    The propagator says which through its ``per_class_signal`` attribute (set by
+    ``engine.SigpropLearner``); without it, a ``t1`` with another batch size than ``h1``
+    is taken as one row per class. The class indices come from ``context`` (indices or one-hot).
+    """
+    per_class = getattr(sp_learn, "per_class_signal", None)
+    if per_class is None:
+        per_class = t1.shape[0] != h1.shape[0]
+    if not per_class:
+        return None
+    if context is None:
+        raise ValueError("a signal with one row per class needs the class indices as context")
+    return (context.argmax(1) if context.dim() > 1 else context).long()
+
+
+def expand_columns(scores: Tensor, index: Tensor) -> Tensor:
+    """``scores[:, index]`` for per-class scores ``(B, K)``: the ``(B, B)`` per-sample scores.
+
+    Written as a product with the one-hot matrix of ``index`` (exact: one non-zero term per
+    entry), whose backward is a deterministic product too, unlike the scatter of an index.
+    """
+    onehot = F.one_hot(index, scores.shape[1]).to(scores.dtype)
+    return scores @ onehot.t()
+
+
+def input_target_scores(h1: Tensor, t1: Tensor, index: Tensor | None = None) -> Tensor:
+    """``h1 @ t1.T`` per spatial position, averaged over positions: a ``(B_h, B_t)`` matrix.
+
+    With ``index`` (``t1`` holding one row per class), the columns are expanded to one per sample.
+    """
     if h1.shape[1:] != t1.shape[1:]:
         raise ValueError(
             f"layer output {tuple(h1.shape[1:])} and signal {tuple(t1.shape[1:])} "
             "must have the same shape after the batch dimension"
         )
-    return (h1.flatten(1) @ t1.flatten(1).t()) / positions(t1)
+    a, b = flat_pair(h1, t1)
+    scores = (a @ b.t()) / positions(t1)
+    return scores if index is None else expand_columns(scores, index)
 
 
-def target_similarity(t0: Tensor) -> Tensor:
-    """``t0 @ t0.T`` per spatial position, averaged over positions: which targets match which."""
-    return (t0.flatten(1) @ t0.flatten(1).t()) / positions(t0)
+def target_similarity(t0: Tensor, index: Tensor | None = None) -> Tensor:
+    """``t0 @ t0.T`` per spatial position, averaged over positions: which targets match which.
+
+    With ``index`` (``t0`` holding one row per class), rows and columns are expanded to one per sample.
+    """
+    a, b = flat_pair(t0, t0)
+    sim = (a @ b.t()) / positions(t0)
+    return sim if index is None else sim[index][:, index]
 
 
 def soft_target_cross_entropy(x: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:

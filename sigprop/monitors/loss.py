@@ -6,6 +6,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..loss.similarity import flat_pair
 from ..propagators.base import LossFn
 from .monitor import Monitor
 
@@ -20,16 +21,20 @@ class Loss(Monitor):
         raise NotImplementedError
 
 
-def label_match_accuracy(h1: Tensor, t1: Tensor, context: Tensor) -> Tensor:
+def label_match_accuracy(h1: Tensor, t1: Tensor, context: Tensor, per_class: bool | None = None) -> Tensor:
     """Per-sample 0/1: does the target that best matches each input (argmax of ``h1 @ t1.T``) have its label?
 
     With one signal row per sample the best target's label is compared with the input's
-    label; with one row per class (``h1`` and ``t1`` of different batch sizes) the best
-    row index is compared with the label.
+    label; with one row per class the best row index is compared with the label (so a
+    class absent from the batch can still be chosen). ``per_class=None`` takes ``t1`` as one
+    row per class when its batch size differs from ``h1``'s.
     """
     labels = context.argmax(1) if context.dim() > 1 else context
-    best = (h1.flatten(1) @ t1.flatten(1).t()).argmax(1)
-    if h1.shape[0] != t1.shape[0]:
+    a, b = flat_pair(h1, t1)
+    best = (a @ b.t()).argmax(1)
+    if per_class is None:
+        per_class = h1.shape[0] != t1.shape[0]
+    if per_class:
         return best == labels
     return labels[best] == labels
 
@@ -58,7 +63,8 @@ class LabelMetrics(Loss):
             n = h1.shape[0]
             self.loss_sum = self.loss_sum + loss.detach().float() * n
             if context is not None:
-                self.correct = self.correct + label_match_accuracy(h1, t1, context).sum()
+                per_class = getattr(sp_learn, "per_class_signal", None)
+                self.correct = self.correct + label_match_accuracy(h1, t1, context, per_class).sum()
             self.count += n
         return loss
 

@@ -2,7 +2,7 @@
 from ..functional import propagators as functional
 from . import signals
 from .base import LocalLearner, LocalLosses, LossUpdate, Propagator, global_parameters, local_parameters
-from .learn import Learn, Loss, uses_batch_statistics
+from .learn import Learn, Loss, recomputable, uses_batch_statistics
 from .other import Fixed, Forward, Identity
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "functional",
     "global_parameters",
     "local_parameters",
+    "recomputable",
     "signals",
     "uses_batch_statistics",
 ]

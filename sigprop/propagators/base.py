@@ -1,6 +1,7 @@
 """The propagator base class, the shared local-update logic, and who trains which parameters."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, ClassVar, Iterator
 
 import torch
@@ -53,6 +54,12 @@ class LocalLosses:
         return len(self.losses)
 
 
+def _without_autocast(device_type: str) -> Any:
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 class LossUpdate:
     """``train_``/``eval_`` from a loss function and the layer's own optimizer.
 
@@ -77,9 +84,12 @@ class LossUpdate:
         if self.deferred is not None:
             self.deferred.add(loss)
         elif self.optimizer is not None:
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            # The update runs inside the caller's forward; keep a bf16 autocast region off the
+            # backward and the step (autocast is meant for forward passes only).
+            with _without_autocast(loss.device.type):
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
         return loss.detach()
 
     def eval_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Tensor:
@@ -91,6 +101,9 @@ class LocalLearner(Propagator):
     """A propagator whose layer learns from a local loss (``train_`` in training mode, ``eval_`` otherwise)."""
 
     trained_by: ClassVar[str] = "local"
+    # Whether the signal reaching this layer has one row per class (``True``), one per sample
+    # (``False``), or unknown (``None``: the losses infer it from the batch sizes of ``h`` and ``t``).
+    per_class_signal: bool | None = None
 
     def train_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Any:
         raise NotImplementedError

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
 from ..functional import propagators as F
 from .base import Propagator
+from .learn import join_rows, recomputable
 
 State = tuple[Tensor, "Tensor | None", "Tensor | None"]
 
@@ -20,12 +22,28 @@ class Identity(Propagator):
 
 
 class Fixed(Propagator):
-    """Runs the module on ``h`` and ``t`` with no learning; everything detached (pooling, activations)."""
+    """Runs the module on ``h`` and ``t`` with no learning; everything detached (pooling, activations).
+
+    When ``t``'s rows follow ``h``'s in memory and the module treats samples independently, both
+    go through in one call (no copy), and the outputs stay adjacent for the next layer.
+    """
 
     trained_by: ClassVar[str] = "nobody"
 
     def forward(self, input: State) -> State:
+        h0, t0, context = input
+        if t0 is not None and self._per_sample():
+            joined = join_rows(h0.detach(), t0.detach())
+            if joined is not None:
+                with torch.no_grad():
+                    h1, t1 = self.module(joined).split([h0.shape[0], t0.shape[0]])
+                return h1, t1, context
         return F.fixed(input, self.module)
+
+    def _per_sample(self) -> bool:
+        if not hasattr(self, "_per_sample_cache"):
+            self._per_sample_cache = recomputable(self.module)
+        return self._per_sample_cache
 
 
 class Forward(Propagator):
