@@ -61,6 +61,7 @@ class Settings:
     resume: Optional[str] = None
     progress: Any = "auto"
     refresh_every: int = 20
+    threads: Optional[int] = None
 
 
 def one_line(err: BaseException) -> str:
@@ -90,6 +91,8 @@ def read_settings(cfg: DictConfig) -> Settings:
     for key in ("epochs", "batch_size", "test_batch_size", "refresh_every"):
         if getattr(settings, key) < 1:
             raise ConfigError(f"{key}={getattr(settings, key)}: must be at least 1")
+    if settings.threads is not None and settings.threads < 1:
+        raise ConfigError(f"threads={settings.threads}: must be at least 1, or null for torch's default")
     if settings.progress not in PROGRESS:
         raise ConfigError(f"progress={settings.progress!r}: must be auto, true or false")
     resolve_device(settings.device)
@@ -218,6 +221,13 @@ def check_config(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> S
     return settings
 
 
+def check_new_run_dir(run_dir: Path, setting: str = "hydra.run.dir") -> None:
+    """A run never writes into a folder that holds another run's metrics or checkpoint."""
+    for name in (METRICS_FILE, checkpoint.CHECKPOINT_FILE):
+        if (run_dir / name).exists():
+            raise ConfigError(f"{run_dir} already holds a run ({name}): give the new run its own folder ({setting})")
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch (every device), numpy and Python's ``random``."""
     torch.manual_seed(seed)
@@ -318,10 +328,10 @@ def prepare(cfg: DictConfig, info: RunInfo) -> Job:
     choices = info.choices
     settings = read_settings(cfg)
     parts = build_parts(cfg, choices)
-    for name in (METRICS_FILE, checkpoint.CHECKPOINT_FILE):
-        if (info.run_dir / name).exists():
-            raise ConfigError(f"{info.run_dir} already holds a run ({name}): give the new run its own folder (hydra.run.dir)")
+    check_new_run_dir(info.run_dir)
     device = resolve_device(settings.device)
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
     seed_everything(settings.seed)
     data = load_data(parts.dataset, choices)
     learner = build_learner(parts, data, choices)
@@ -376,12 +386,18 @@ class ConfigCheck(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             check_config(config)
+            # Before Hydra writes its .hydra/ files there: an earlier run's folder stays untouched.
+            check_new_run_dir(Path(config.hydra.run.dir))
         except (ConfigError, HydraException, OmegaConfBaseException) as err:
             raise SystemExit(f"error: {one_line(err)}") from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.core.global_hydra import GlobalHydra
 
+        sweep_dir = Path(config.hydra.sweep.dir)
+        earlier = next(sweep_dir.glob(f"*/{METRICS_FILE}"), None) if sweep_dir.is_dir() else None
+        if earlier is not None:
+            raise SystemExit(f"error: {sweep_dir} already holds a sweep ({earlier}): give the new sweep its own folder (hydra.sweep.dir)")
         loader = GlobalHydra.instance().config_loader()
         for overrides in sweep_jobs(config):
             try:

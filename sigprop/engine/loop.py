@@ -76,10 +76,10 @@ def run_phase(
     for i, (x, y) in enumerate(batches, 1):
         loss, logits = step(x, y)
         meter.add(loss, logits, y)
-        bar.update(1)
         if progress and (i % refresh_every == 0 or i == num_batches):
-            running = meter.values()
+            running = meter.values()  # the only reads of the device during a phase, and only with a bar
             bar.set_postfix(loss=f"{running['loss']:.4f}", acc=f"{running['acc']:.4f}", refresh=False)
+        bar.update(1)
     output = meter.values()  # waits for the device, so the time below covers all the phase's work
     elapsed = time.perf_counter() - start
     bar.close()

@@ -30,7 +30,7 @@ def case_overrides(group: str, option: str) -> list[str]:
     """Overrides that select ``group=option`` with a tiny network (and a signal ``v1`` can use)."""
     overrides = [f"{group}={option}"]
     if group == "loss" and option == "v1":
-        overrides.append("+signal.per_class=true")  # v1 scores one signal row per class
+        overrides.append("signal.per_class=true")  # v1 scores one signal row per class
     return overrides + list(small(compose_config(overrides)))
 
 

@@ -1,11 +1,15 @@
 """train.py as a user runs it: sweeps with W&B offline, resume, determinism, config errors, the README command."""
 from __future__ import annotations
 
+import csv
+import importlib.util
 import math
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
-from app_helpers import TINY, read_metrics, train, train_ok, without_timing
+from app_helpers import ROOT, TINY, read_metrics, train, train_ok, without_timing
 
 RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "summary.json", "wandb")
 
@@ -27,6 +31,26 @@ def test_sweep_writes_one_run_per_job_with_offline_wandb(tmp_path: Path) -> None
         record = next(run.glob("run-*.wandb")).read_bytes()
         assert group.encode() in record  # both jobs' W&B runs carry the sweep's group
         assert f"loss={loss}".encode() in record  # and are named after their overrides
+
+    # The comparison tool reads the sweep back: one row per job, labelled by what differs, and the plots.
+    compare = load_compare()
+    compare.main([str(sweep), "--out", str(tmp_path / "compare")])
+    with open(tmp_path / "compare" / "runs.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [row["run"] for row in table] == ["loss=v9", "loss=v15"]
+    assert [float(row["final test acc"]) for row in table] == [read_metrics(j)[-1]["test/acc"] for j in jobs]
+    for png in ("layers.png", "test_acc.png"):
+        assert (tmp_path / "compare" / png).read_bytes().startswith(b"\x89PNG")
+
+
+def load_compare() -> ModuleType:
+    """experiments/compare.py as a module (experiments/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("compare", ROOT / "experiments" / "compare.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_resume_gives_the_metrics_of_an_uninterrupted_run(tmp_path: Path) -> None:
@@ -80,10 +104,10 @@ def test_bad_config_stops_with_one_line_before_writing_run_files(overrides: list
 def test_existing_run_is_never_overwritten(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     train_ok([*TINY, "logger=none", f"hydra.run.dir={run_dir}"], tmp_path)
-    before = (run_dir / "metrics.jsonl").read_bytes()
-    result = train([*TINY, "logger=none", f"hydra.run.dir={run_dir}"], tmp_path)
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    result = train([*TINY, "logger=none", "seed=1", f"hydra.run.dir={run_dir}"], tmp_path)
     assert result.returncode != 0 and "already holds a run" in result.stderr
-    assert (run_dir / "metrics.jsonl").read_bytes() == before
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before  # .hydra/ and train.log too
 
 
 def test_readme_command_trains_the_default_network(tmp_path: Path) -> None:
