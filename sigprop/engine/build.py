@@ -31,6 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..data.datasets import ImageData
 from ..data.loader import TensorLoader
+from ..loss import v1_input_label_direct
 from ..managers import accepted_kwargs
 from ..tracking import JsonlTracker, Tracker, Trackers
 from ..tracking.jsonl import METRICS_FILE
@@ -210,6 +211,10 @@ def build_parts(cfg: DictConfig, choices: Mapping[str, str]) -> Parts:
             made["logger"](run_dir=Path("."))
     if made["dataset"] is None:
         raise ConfigError("dataset: choose an option (conf/dataset/)")
+    # v1 reads column j of h1 @ t1.T as class j, which holds only for a signal with one row per class.
+    uses_loss = "loss" in accepted_kwargs(made["propagator"].func, {"loss": None})
+    if uses_loss and getattr(made["loss"], "func", None) is v1_input_label_direct and not getattr(made["signal"], "per_class", False):
+        raise ConfigError(f"{label('loss', choices)} needs one signal row per class: add signal.per_class=true")
     return Parts(**made)
 
 

@@ -82,7 +82,7 @@ BAD = {
     "unknown key in a group": (["model.width=3"], "model.width"),
     "setting its target rejects": (["+model.width=3"], "model=mlp_small"),
     "signal that does not fit the data": (["signal=draw", "signal.places=1000"], "signal=draw"),
-    "loss that does not fit the signal": (["loss=v1"], "loss=v1"),  # v1 needs one signal row per class
+    "loss that does not fit the signal": (["loss=v1"], "signal.per_class=true"),  # v1 needs one signal row per class
     "bad value in a sweep": (["-m", "loss=v9,v15", "batch_size=64,many"], "batch_size='many'"),
 }
 
