@@ -122,10 +122,10 @@ def plot_layers(runs: list[Run], out: Path) -> Path:
     cols = min(len(runs), 3)
     rows = math.ceil(len(runs) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), sharey=True, squeeze=False)
-    for ax, run in zip(axes.flat, runs):
+    for ax, run in zip(axes.flat, runs, strict=False):  # the grid may have more panels than runs
         layers = run.layers()
         colors = plt.cm.viridis([i / max(len(layers), 1) for i in range(len(layers))])
-        for layer, color in zip(layers, colors):
+        for layer, color in zip(layers, colors, strict=True):
             ax.plot(*run.series(f"test/{layer}/acc"), color=color, marker=".", label=layer)
         ax.plot(*run.series("test/acc"), color="black", linewidth=2, marker="o", label="output")
         ax.set_title(run.label, fontsize=9)

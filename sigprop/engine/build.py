@@ -213,7 +213,8 @@ def build_parts(cfg: DictConfig, choices: Mapping[str, str]) -> Parts:
         raise ConfigError("dataset: choose an option (conf/dataset/)")
     # v1 reads column j of h1 @ t1.T as class j, which holds only for a signal with one row per class.
     uses_loss = "loss" in accepted_kwargs(made["propagator"].func, {"loss": None})
-    if uses_loss and getattr(made["loss"], "func", None) is v1_input_label_direct and not getattr(made["signal"], "per_class", False):
+    is_v1 = getattr(made["loss"], "func", None) is v1_input_label_direct
+    if uses_loss and is_v1 and not getattr(made["signal"], "per_class", False):
         raise ConfigError(f"{label('loss', choices)} needs one signal row per class: add signal.per_class=true")
     return Parts(**made)
 
@@ -240,7 +241,7 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def load_data(dataset: Any, choices: Mapping[str, str]) -> ImageData:
+def load_data(dataset: Any) -> ImageData:
     """``dataset.load()``; a missing or unreadable dataset is a ``ConfigError`` (its message says where the files go)."""
     try:
         return dataset.load()
@@ -338,7 +339,7 @@ def prepare(cfg: DictConfig, info: RunInfo) -> Job:
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     seed_everything(settings.seed)
-    data = load_data(parts.dataset, choices)
+    data = load_data(parts.dataset)
     learner = build_learner(parts, data, choices)
     learner.model.to(device)
     check_forward(learner, data, device, choices)
@@ -356,7 +357,9 @@ def prepare(cfg: DictConfig, info: RunInfo) -> Job:
         with blame(f"resume={settings.resume}: the checkpoint does not fit this configuration"):
             start_epoch, history = checkpoint.restore(checkpoint.load(path), learner, generator)
         if start_epoch >= settings.epochs:
-            raise ConfigError(f"resume={settings.resume}: the checkpoint has {start_epoch} epochs already, epochs={settings.epochs}")
+            raise ConfigError(
+                f"resume={settings.resume}: the checkpoint has {start_epoch} epochs already, epochs={settings.epochs}"
+            )
         log.info("resuming from %s after epoch %d", path, start_epoch)
     tracker_config = {**OmegaConf.to_container(cfg, resolve=True), "choices": dict(choices)}  # type: ignore[dict-item]
     progress = sys.stderr.isatty() if settings.progress == "auto" else bool(settings.progress)
@@ -402,7 +405,9 @@ class ConfigCheck(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         earlier = next(sweep_dir.glob(f"*/{METRICS_FILE}"), None) if sweep_dir.is_dir() else None
         if earlier is not None:
-            raise SystemExit(f"error: {sweep_dir} already holds a sweep ({earlier}): give the new sweep its own folder (hydra.sweep.dir)")
+            raise SystemExit(
+                f"error: {sweep_dir} already holds a sweep ({earlier}): give the new sweep its own folder (hydra.sweep.dir)"
+            )
         loader = GlobalHydra.instance().config_loader()
         for overrides in sweep_jobs(config):
             try:

@@ -43,7 +43,9 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def save(path: str | os.PathLike[str], epoch: int, learner: Learner, generator: torch.Generator, history: list[dict[str, float]]) -> None:
+def save(
+    path: str | os.PathLike[str], epoch: int, learner: Learner, generator: torch.Generator, history: list[dict[str, float]]
+) -> None:
     """Write the state after ``epoch`` completed epochs to ``path`` (a temporary file renamed over it: never half written)."""
     path = Path(path)
     state = {

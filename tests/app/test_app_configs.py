@@ -38,7 +38,7 @@ def case_overrides(group: str, option: str) -> list[str]:
 def embedded() -> ImageData:
     """300 real training images of the embedded MNIST subset (loaded once for every case)."""
     cfg = compose_config(["dataset.train_subset=300", "dataset.test_subset=100"])
-    return build.load_data(build.build_parts(cfg, build.choices_of(cfg)).dataset, {})
+    return build.load_data(build.build_parts(cfg, build.choices_of(cfg)).dataset)
 
 
 def train_one_batch(cfg: DictConfig, data: ImageData) -> tuple[Learner, dict[str, bool]]:
@@ -85,12 +85,13 @@ def test_every_group_has_its_options() -> None:
 @pytest.mark.parametrize("dataset", options("dataset"))
 def test_dataset_option_builds(dataset: str, data_dir: Path) -> None:
     """Every dataset config instantiates; the ones present offline load and train one batch."""
-    cfg = compose_config([f"dataset={dataset}", f"data_dir={data_dir}", "dataset.train_subset=200", "dataset.test_subset=100", *SMALL_MLP])
+    subsets = ["dataset.train_subset=200", "dataset.test_subset=100"]
+    cfg = compose_config([f"dataset={dataset}", f"data_dir={data_dir}", *subsets, *SMALL_MLP])
     parts = build.build_parts(cfg, build.choices_of(cfg))
     assert isinstance(parts.dataset, Dataset)
     if dataset not in OFFLINE_DATASETS:
         return
-    data = build.load_data(parts.dataset, {})
+    data = build.load_data(parts.dataset)
     assert len(data.train_labels) == 200 and data.input_shape == (1, 28, 28)
     train_one_batch(cfg, data)
 
@@ -112,7 +113,8 @@ def test_cifar10_reference_preset_is_the_reference_run() -> None:
     cfg = compose_config(["experiment=cifar10_reference"])
     choices = build.choices_of(cfg)
     assert {k: choices[k] for k in ("dataset", "model", "signal", "loss", "optimizer", "scheduler")} == {
-        "dataset": "cifar10", "model": "vgg8", "signal": "projection", "loss": "v15", "optimizer": "adam", "scheduler": "multistep",
+        "dataset": "cifar10", "model": "vgg8", "signal": "projection",
+        "loss": "v15", "optimizer": "adam", "scheduler": "multistep",
     }
     assert (cfg.epochs, cfg.batch_size, cfg.optimizer.lr, cfg.loss.topk) == (400, 128, 5e-4, 6)
     assert (cfg.model.norm, cfg.model.nonlin, cfg.model.dropout) == ("instance", "leakyrelu", 0.2)

@@ -20,7 +20,7 @@ def test_sweep_writes_one_run_per_job_with_offline_wandb(tmp_path: Path) -> None
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1"]
     group = f"{tmp_path.name}_sweep"  # the sweep's id: the sweep folder's last two parts
-    for job, loss in zip(jobs, ("v9", "v15")):
+    for job, loss in zip(jobs, ("v9", "v15"), strict=True):
         assert (job / ".hydra" / "overrides.yaml").read_text().count(f"loss={loss}") == 1
         (row,) = read_metrics(job)
         for key in ("epoch", "lr", "train/acc", "test/acc", "train/samples_per_s",
