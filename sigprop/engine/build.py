@@ -317,10 +317,12 @@ class Job:
 
 def make_tracker(logger: functools.partial | None, info: RunInfo) -> Tracker:
     """``metrics.jsonl`` always, plus the configured logger (given the run's folder, name and group unless set)."""
-    trackers: list[Tracker] = [JsonlTracker(info.run_dir)]
+    trackers: list[Tracker] = []
     if logger is not None:
         runtime = {"run_dir": info.run_dir, "name": info.name, "group": info.group}
         trackers.append(logger(**{k: v for k, v in runtime.items() if logger.keywords.get(k) is None}))
+    # Last, so that a logger failing to start (e.g. a W&B server error) leaves no empty metrics.jsonl behind.
+    trackers.append(JsonlTracker(info.run_dir))
     return Trackers(trackers)
 
 
