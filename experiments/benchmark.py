@@ -120,6 +120,7 @@ class Config:
     seed: int = 0
     threads: int = 0  # torch.set_num_threads (0: torch's default; the CPU presets use 1, see PERFORMANCE.md)
     profile_memory: bool = True  # CPU allocator peak from torch.profiler (CPU only)
+    cudnn_benchmark: bool = True  # let cuDNN time its convolution algorithms (fixed shapes; both methods gain)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -436,15 +437,21 @@ class Runner:
         return time.perf_counter() - t0, time.process_time() - c0
 
 
+def setup_device(cfg: Config) -> torch.device:
+    """The device, with this configuration's thread count and cuDNN setting."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+    return torch.device(cfg.device)
+
+
 def run_speed(cfg: Config) -> list[dict[str, Any]]:
     """Train every method in this process, in interleaved chunks of steps, and time them.
 
     Interleaving (chunk of A, chunk of B, ..., then A again) exposes every method to the same
     machine conditions, which matters on a shared CPU; per-step figures are the median over chunks.
     """
-    device = torch.device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    device = setup_device(cfg)
     data = load_data(cfg)
     runners = [Runner(cfg, m, p, data, device) for p in cfg.precisions for m in cfg.methods]
     spe = runners[0].steps_per_epoch
@@ -487,9 +494,7 @@ def run_speed(cfg: Config) -> list[dict[str, Any]]:
 
 def run_memory(cfg: Config, method: str, precision: str) -> dict[str, Any]:
     """Peak memory of ``cfg.mem_steps`` training steps of one method (run it in a fresh process)."""
-    device = torch.device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    device = setup_device(cfg)
     data = load_data(cfg)
     loader = make_loader(cfg, data, "tensor", device, cfg.seed)
     learner = build_learner(cfg, method, precision, tuple(data["train_images"].shape[1:]), device)
@@ -608,7 +613,7 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     for m in cfg.methods:
         if m not in METHODS:
             p.error(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available() and not args.prepare:
         p.error("--device cuda but no CUDA device is available")
     return cfg, args
 
@@ -623,8 +628,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  DATA_DIR / "cifar10-cache" if cfg.dataset == "cifar10" else cfg.dataset)
         return {}
     t0 = time.perf_counter()
+    report: dict[str, Any] = {
+        "machine": machine(cfg.device),
+        "torch": torch.__version__,
+        "config": asdict(cfg),
+        "epoch_samples": FULL_EPOCH[cfg.dataset],
+        "memory_isolated": cfg.memory and not args.no_isolate,
+        "results": [],
+    }
+
+    def save() -> None:  # after every phase, so that a run cut short still leaves its figures
+        report["wall_s"] = time.perf_counter() - t0
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=2))
+
     log.info("timing %s x %s on %s ...", ",".join(cfg.methods), ",".join(cfg.precisions), cfg.device)
-    results = run_speed(cfg)
+    report["results"] = results = run_speed(cfg)
+    save()
     for r in results:
         log.info("  %-18s %-5s %8.1f samples/s %8.1f s/epoch  test acc %.3f", r["method"], r["precision"],
                  r["samples_per_s"], r["s_per_epoch"], r["test_acc"])
@@ -635,20 +656,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if "error" in m:
                 log.error("memory run of %s failed:\n%s", r["method"], m["error"])
             r.update({k: v for k, v in m.items() if k not in ("method", "precision")})
-    report = {
-        "machine": machine(cfg.device),
-        "torch": torch.__version__,
-        "config": asdict(cfg),
-        "epoch_samples": FULL_EPOCH[cfg.dataset],
-        "memory_isolated": cfg.memory and not args.no_isolate,
-        "wall_s": time.perf_counter() - t0,
-        "results": results,
-    }
+            save()
     text = table(results, cfg.device)
     sys.stdout.write(f"\n{report['machine']}, torch {torch.__version__}\n{text}\n")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+    save()
     return report
 
 

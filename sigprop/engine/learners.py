@@ -195,7 +195,7 @@ class SigpropLearner(Learner):
         precision: str = "fp32",
         channels_last: bool = False,
         compile: bool = False,
-        recompute_chunk: int = 16,
+        recompute_chunk: int = 8,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"sigprop mode must be one of {MODES}, got {mode!r}")

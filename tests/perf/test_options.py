@@ -55,8 +55,8 @@ def test_sigprop_options_learn(small_mnist, mode: str, precision: str, channels_
         network(), Projection(per_class=True), L.v15_input_target_topk(6),
         functools.partial(torch.optim.Adam, lr=2e-3), mode=mode, precision=precision, channels_last=channels_last,
     )
-    acc = train_and_test(learner, small_mnist, 60)
-    assert acc > 0.2, acc  # chance is 0.1; this small SigProp net is at ~0.3-0.4 after 60 steps
+    acc = train_and_test(learner, small_mnist, 100)
+    assert acc > 0.2, acc  # chance is 0.1; this small SigProp net is at 0.25-0.45 after 100 steps
     params = list(learner.model.state_dict().values())
     assert all(p.dtype == torch.float32 for p in params if p.is_floating_point())  # autocast keeps fp32 weights
     conv = [p for p in params if p.dim() == 4]
