@@ -358,3 +358,20 @@ def test_fuse_ht_default_follows_batch_statistics(mnist) -> None:
     separate = P.Loss(copy.deepcopy(normed), None, LOSS)((h0, t0, None))
     torch.testing.assert_close(separate[0], normed(h0).detach())
     assert not torch.allclose(fused[0], separate[0], atol=1e-3)
+
+
+def test_loss_propagator_around_a_frozen_signal_trains_without_error() -> None:
+    """A fully frozen signal wrapped in a learning propagator measures its loss and updates nothing."""
+    torch.manual_seed(0)
+    generator = sigprop.signals.ProjectionContextInput(
+        nn.Linear(3, 8, bias=False), nn.Linear(5, 8), (3,), (8,), fixed=True
+    )
+    signal = sigprop.propagators.signals.Loss(
+        nn.Sequential(sigprop.signals.LabelNumberToOnehot(3), generator),
+        torch.optim.SGD(generator.parameters(), lr=0.1),
+        sigprop.loss.v9_input_target_max_all,
+    )
+    before = [p.clone() for p in generator.parameters()]
+    h1, t1 = signal((torch.randn(6, 5), torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([0, 1, 2, 0, 1, 2])))
+    assert h1.shape == (6, 8) and t1.shape == (6, 8)
+    assert all(torch.equal(a, b) for a, b in zip(before, generator.parameters()))

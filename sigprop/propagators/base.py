@@ -81,6 +81,9 @@ class LossUpdate:
     def train_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Tensor:
         """Compute the local loss and update the layer (now, or later through ``deferred``)."""
         loss = self.loss(self, h1, t1, h0, t0, context)
+        if not loss.requires_grad:
+            # Every parameter the loss reaches is frozen (e.g. a fixed signal): nothing to update.
+            return loss.detach()
         if self.deferred is not None:
             self.deferred.add(loss)
         elif self.optimizer is not None:
