@@ -31,10 +31,15 @@ class LoopBack(Model):
             h0, _ = self.signal((x, None, None))
             h1, _, _ = self.model((h0, None, None))
         if context is not None:
-            with torch.no_grad():
-                e = self.error(h1, context)
-            h0, t0 = self.signal((x, e, context))
-            h1, _, _ = self.model((h0, t0, context))
+            h1 = self.error_pass(x, h1, context)
+        return h1
+
+    def error_pass(self, x: Tensor, output: Tensor, context: Tensor) -> Tensor:
+        """The learning pass whose signal target is ``error(output, context)``."""
+        with torch.no_grad():
+            e = self.error(output, context)
+        h0, t0 = self.signal((x, e, context))
+        h1, _, _ = self.model((h0, t0, context))
         return h1
 
 
@@ -46,8 +51,5 @@ class ForwardLoopBack(LoopBack):
         h0, t0 = self.signal((x, context, context))
         h1, _, _ = self.model((h0, t0, context))
         if context is not None:
-            with torch.no_grad():
-                e = self.error(h1, context)
-            h0, t0 = self.signal((x, e, context))
-            h1, _, _ = self.model((h0, t0, context))
+            h1 = self.error_pass(x, h1, context)
         return h1
