@@ -27,15 +27,6 @@ BATCH = 32
 SIZE = 16  # CIFAR-10 images average-pooled to 16x16: the same code paths at a quarter of the cost
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared two-core machine a second OpenMP thread often waits for a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make(mode: str, per_class: bool, dtype: torch.dtype = torch.float32, loss=None, optimizer=None) -> SigpropLearner:
     torch.manual_seed(0)
     net = vgg("vgg8", (3, SIZE, SIZE), 10, feat_mult=0.0625, num_hidden=32, norm="instance", nonlin="leakyrelu")

@@ -12,15 +12,6 @@ from sigprop.engine import BackpropLearner, SigpropLearner
 from sigprop.nets import Projection, vgg
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared two-core machine a second OpenMP thread often waits for a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def small_mnist(mnist):
     """MNIST average-pooled to 14x14 (the same code paths at a quarter of the cost)."""
