@@ -309,3 +309,14 @@ def test_soft_target_cross_entropy() -> None:
     labels = torch.tensor([2, 0])
     onehot = F.one_hot(labels, 3).to(torch.float64)
     assert float(L.soft_target_cross_entropy(T(x), onehot)) == pytest.approx(float(F.cross_entropy(T(x), labels)))
+
+
+def test_only_v1_declares_it_needs_a_per_class_signal() -> None:
+    """The application rejects loss=v1 with a per-sample signal by asking the loss, not by name."""
+    import functools
+
+
+    assert L.needs_per_class_signal(L.v1_input_label_direct)
+    assert L.needs_per_class_signal(functools.partial(L.v1_input_label_direct))
+    for loss in (L.v9_input_target_max_all, L.v14_input_target_max_rand, L.v15_input_target_topk(6)):
+        assert not L.needs_per_class_signal(loss)

@@ -31,7 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..data.datasets import ImageData
 from ..data.loader import TensorLoader
-from ..loss import v1_input_label_direct
+from ..loss import needs_per_class_signal
 from ..managers import accepted_kwargs
 from ..tracking import JsonlTracker, Tracker, Trackers
 from ..tracking.jsonl import METRICS_FILE
@@ -211,10 +211,8 @@ def build_parts(cfg: DictConfig, choices: Mapping[str, str]) -> Parts:
             made["logger"](run_dir=Path("."))
     if made["dataset"] is None:
         raise ConfigError("dataset: choose an option (conf/dataset/)")
-    # v1 reads column j of h1 @ t1.T as class j, which holds only for a signal with one row per class.
     uses_loss = "loss" in accepted_kwargs(made["propagator"].func, {"loss": None})
-    is_v1 = getattr(made["loss"], "func", None) is v1_input_label_direct
-    if uses_loss and is_v1 and not getattr(made["signal"], "per_class", False):
+    if uses_loss and needs_per_class_signal(made["loss"]) and not getattr(made["signal"], "per_class", False):
         raise ConfigError(f"{label('loss', choices)} needs one signal row per class: add signal.per_class=true")
     return Parts(**made)
 

@@ -1,6 +1,6 @@
 """Local losses: each trains one layer from its output, the signal and the targets."""
 from . import similarity
-from .base import Loss
+from .base import Loss, needs_per_class_signal
 from .input_label import v1_input_label_direct
 from .input_target import v9_input_target_max_all, v14_input_target_max_rand, v15_input_target_topk
 from .similarity import (
@@ -12,6 +12,7 @@ from .similarity import (
 
 __all__ = [
     "Loss",
+    "needs_per_class_signal",
     "similarity",
     "similarity_format",
     "similarity_matrix_x",

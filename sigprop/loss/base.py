@@ -17,3 +17,11 @@ class Loss(nn.Module):
         self, sp_learn: Any, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None
     ) -> Tensor:
         raise NotImplementedError
+
+
+def needs_per_class_signal(loss: Any) -> bool:
+    """True if ``loss`` (a function, ``Loss`` instance or partial of one) reads ``h1 @ t1.T``'s
+    columns as classes, so it only works with a signal of one row per class."""
+    while hasattr(loss, "func"):  # functools.partial and Hydra's partial targets
+        loss = loss.func
+    return bool(getattr(loss, "needs_per_class_signal", False))

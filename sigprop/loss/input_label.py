@@ -22,3 +22,7 @@ def v1_input_label_direct(
     if context.dim() > 1:
         context = context.argmax(1)
     return F.cross_entropy(input_target_scores(h1, t1), context)
+
+
+# Column j of y is class j only when the signal has one row per class; the application checks this.
+v1_input_label_direct.needs_per_class_signal = True  # type: ignore[attr-defined]
