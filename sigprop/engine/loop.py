@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 from torch import Tensor
 from tqdm import tqdm
 
+from ..monitors.monitor import LossAccuracySums
 from ..tracking import Tracker
 from .learners import Learner
 
@@ -30,25 +31,11 @@ class Batches(Protocol):
     def __len__(self) -> int: ...
 
 
-class OutputMeter:
+class OutputMeter(LossAccuracySums):
     """The output layer's summed loss and correct predictions over one phase, kept on the device."""
 
-    def __init__(self) -> None:
-        self.loss_sum: Tensor | float = 0.0
-        self.correct: Tensor | float = 0.0
-        self.count = 0
-
-    def add(self, loss: Tensor, logits: Tensor, y: Tensor) -> None:
-        n = y.shape[0]
-        self.loss_sum = self.loss_sum + loss.float() * n
-        self.correct = self.correct + (logits.argmax(1) == y).sum()
-        self.count += n
-
-    def values(self) -> dict[str, float]:
-        """Mean loss and accuracy (reads the device)."""
-        if self.count == 0:
-            return {"loss": math.nan, "acc": math.nan}
-        return {"loss": float(self.loss_sum) / self.count, "acc": float(self.correct) / self.count}
+    def add_batch(self, loss: Tensor, logits: Tensor, y: Tensor) -> None:
+        self.add(loss, (logits.argmax(1) == y).sum(), y.shape[0])
 
 
 def run_phase(
@@ -75,7 +62,7 @@ def run_phase(
     start = time.perf_counter()
     for i, (x, y) in enumerate(batches, 1):
         loss, logits = step(x, y)
-        meter.add(loss, logits, y)
+        meter.add_batch(loss, logits, y)
         if progress and (i % refresh_every == 0 or i == num_batches):
             running = meter.values()  # the only reads of the device during a phase, and only with a bar
             bar.set_postfix(loss=f"{running['loss']:.4f}", acc=f"{running['acc']:.4f}", refresh=False)

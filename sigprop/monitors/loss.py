@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..loss.similarity import flat_pair
 from ..propagators.base import LossFn
-from .monitor import Monitor
+from .monitor import LossAccuracySums, Monitor
 
 
 class Loss(Monitor):
@@ -39,7 +39,7 @@ def label_match_accuracy(h1: Tensor, t1: Tensor, context: Tensor, per_class: boo
     return labels[best] == labels
 
 
-class LabelMetrics(Loss):
+class LabelMetrics(Loss, LossAccuracySums):
     """Accumulates a layer's loss and label-match accuracy on the device, read once per epoch.
 
     Args:
@@ -53,25 +53,20 @@ class LabelMetrics(Loss):
         self.reset()
 
     def reset(self) -> None:
-        self.loss_sum: Tensor | float = 0.0
-        self.correct: Tensor | float = 0.0
-        self.count = 0
+        LossAccuracySums.reset(self)
 
     def __call__(self, sp_learn: Any, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Tensor:
         loss = self.loss(sp_learn, h1, t1, h0, t0, context)
         with torch.no_grad():
-            n = h1.shape[0]
-            self.loss_sum = self.loss_sum + loss.detach().float() * n
+            correct = None
             if context is not None:
                 per_class = getattr(sp_learn, "per_class_signal", None)
-                self.correct = self.correct + label_match_accuracy(h1, t1, context, per_class).sum()
-            self.count += n
+                correct = label_match_accuracy(h1, t1, context, per_class).sum()
+            self.add(loss, correct, h1.shape[0])
         return loss
 
     def values(self) -> dict[str, float]:
-        if self.count == 0:
-            return {"loss": float("nan"), "acc": float("nan")}
-        return {"loss": float(self.loss_sum) / self.count, "acc": float(self.correct) / self.count}
+        return LossAccuracySums.values(self)
 
     def metrics(self) -> str:
         v = self.values()

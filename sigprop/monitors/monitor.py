@@ -1,6 +1,10 @@
 """Monitors collect per-layer metrics while the propagators learn."""
 from __future__ import annotations
 
+import math
+
+from torch import Tensor
+
 
 class Monitor:
     """Something that accumulates metrics and can be reset between epochs."""
@@ -38,3 +42,28 @@ class Group(Monitor):
     def values(self) -> dict[str, dict[str, float]]:  # type: ignore[override]
         """``{monitor name: {metric: value}}`` for every monitor."""
         return {m.name: m.values() for m in self.monitors}
+
+
+class LossAccuracySums:
+    """A loss summed over samples and a count of correct ones, kept on the device until ``values``."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_sum: Tensor | float = 0.0
+        self.correct: Tensor | float = 0.0
+        self.count = 0
+
+    def add(self, loss: Tensor, correct: Tensor | None, n: int) -> None:
+        """Add a batch of ``n`` samples with mean ``loss`` and ``correct`` right answers (``None``: unknown)."""
+        self.loss_sum = self.loss_sum + loss.detach().float() * n
+        if correct is not None:
+            self.correct = self.correct + correct
+        self.count += n
+
+    def values(self) -> dict[str, float]:
+        """Mean loss and accuracy (reads the device); NaN before any sample."""
+        if self.count == 0:
+            return {"loss": math.nan, "acc": math.nan}
+        return {"loss": float(self.loss_sum) / self.count, "acc": float(self.correct) / self.count}
