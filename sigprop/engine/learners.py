@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import models, monitors
+from .. import monitors
 from ..nets.assemble import sigprop_model
 from ..nets.network import Network
 from ..nets.signals import SignalChoice
@@ -233,18 +233,7 @@ class SigpropLearner(Learner):
                     m.module.compile()
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        model = self.model
-        if type(model) is not models.Forward or not isinstance(model.model, nn.Sequential):
-            return model(x, y)
-        # models.Forward's steps, with each layer's input released as soon as the next layer has it:
-        # calling the Sequential would keep the signal's outputs referenced by the caller's frame
-        # for the whole pass (at VGG8 width, a B x 128 x 32 x 32 tensor held through every layer).
-        h, t = model.signal((x, y, y))
-        state = (h, t, y)
-        del h, t
-        for layer in model.model:
-            state = layer(state)
-        return state[0]
+        return self.model(x, y)
 
     def train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         x = self._input(x)

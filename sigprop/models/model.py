@@ -57,6 +57,7 @@ class Forward(Model):
 
     def forward(self, input: Any, context: Any = _NOT_GIVEN) -> Tensor:
         x, context = split_input(input, context)
-        h0, t0 = self.signal((x, context, context))
-        h1, _, _ = self.model((h0, t0, context))
+        # The state is built inside the call so no local name keeps the signal's outputs alive
+        # while the layers run (each layer's input is then freed as soon as the next has it).
+        h1, _, _ = self.model((*self.signal((x, context, context)), context))
         return h1
