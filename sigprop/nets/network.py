@@ -28,7 +28,9 @@ class Network:
         with torch.no_grad():
             training = self.stem.training
             self.stem.eval()
-            shape = tuple(self.stem(torch.zeros((2,) + self.input_shape)).shape[1:])
+            param = next(self.stem.parameters(), None)
+            probe = torch.zeros((2,) + self.input_shape, device=param.device if param is not None else None)
+            shape = tuple(self.stem(probe).shape[1:])
             self.stem.train(training)
         return shape
 

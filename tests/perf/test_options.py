@@ -65,3 +65,23 @@ def test_backprop_bf16_channels_last_learns(small_mnist) -> None:
 def test_unknown_precision_is_rejected() -> None:
     with pytest.raises(ValueError):
         BackpropLearner(network(), torch.optim.Adam, precision="fp8")
+
+
+def test_signal_builds_on_a_network_already_on_its_device() -> None:
+    """The projection signal measures the stem's output shape on the stem's own device (here ``meta``)."""
+    net = network()
+    net.stem.to("meta")
+    assert net.stem_shape() == (8, 14, 14)
+
+
+def test_compile_covers_every_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each compiled layer gets its own compiled versions: dynamo's per-function bound is raised to fit them."""
+    from sigprop.engine import learners
+
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compiled.append((self, kw)))
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    learner = SigpropLearner(network(), Projection(), L.v15_input_target_topk(6), torch.optim.Adam, compile=True)
+    layers = [m.module for m in learner.model.modules() if isinstance(m, (learners.Learn, learners.Identity))]
+    assert len(compiled) == len(layers) > 2 and all(kw == {"dynamic": False} for _, kw in compiled)
+    assert torch._dynamo.config.recompile_limit >= 4 * len(layers)
