@@ -27,6 +27,22 @@ MODES = ("fused", "layerwise", "lowmem")
 PRECISIONS = ("fp32", "bf16")
 
 
+def compile_modules(modules: list[nn.Module]) -> None:
+    """``torch.compile`` each module in place (``nn.Module.compile``: state-dict keys unchanged).
+
+    Dynamo keeps a bounded number of compiled versions per Python function (8 by default), and
+    layers of one type share their ``forward``: past the bound the remaining layers would silently
+    run uncompiled. Shapes are static (one version per layer and input shape: dynamic shapes shared
+    across layers of different sizes gave wrong strides in compiled backward passes), and the bound
+    is raised to a few versions per layer (training and evaluation, full and last batches).
+    """
+    config = torch._dynamo.config
+    limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, limit, max(getattr(config, limit), 4 * len(modules)))
+    for module in modules:
+        module.compile(dynamic=False)
+
+
 class Learner:
     """A model with everything needed to train it one batch at a time.
 
@@ -139,7 +155,7 @@ class BackpropLearner(Learner):
         self.optimizers = [optimizer(self.model.parameters())]
         self._make_schedulers(scheduler)
         if compile:
-            self.model.compile()
+            compile_modules([self.model])
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         return self.model(x)
@@ -228,9 +244,7 @@ class SigpropLearner(Learner):
             self.optimizers = layer_optimizers + [optimizer(self.model.parameters())]
         self._make_schedulers(scheduler)
         if compile:
-            for m in self.model.modules():
-                if isinstance(m, (Learn, Identity)):
-                    m.module.compile()
+            compile_modules([m.module for m in self.model.modules() if isinstance(m, (Learn, Identity))])
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         return self.model(x, y)
