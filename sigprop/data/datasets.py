@@ -531,6 +531,10 @@ class ImageFolder(Dataset):
         with Image.open(train.samples[0][0]) as first:
             mode = _mode(first)
             size = self.image_size or (first.height, first.width)
+        # A folder tree lists the images class by class. A fixed shuffle of the test split makes every
+        # test batch a mix of classes, as in torchvision's datasets: per-sample signal metrics compare
+        # samples within a batch, and batch statistics at test time would otherwise see one class.
+        test_samples = [test_samples[i] for i in torch.randperm(len(test_samples), generator=torch.Generator().manual_seed(0))]
         train_x, train_y = self._split("train", train.samples, mode, size)
         test_x, test_y = self._split("test", test_samples, mode, size)
         return train_x, train_y, test_x, test_y, len(train.classes)
