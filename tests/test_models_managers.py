@@ -186,6 +186,70 @@ def test_loop_back_models_run_and_learn(digits, model_cls: type) -> None:
     assert out.shape == (8, 10)
 
 
+# --- per-class signal: a setting, never read from the shapes ---------------------------------
+
+
+def build_projection_mlp(per_class: bool, monitor: sigprop.monitors.Group, seed: int = 0) -> nn.Module:
+    """``build_mlp`` with a projection signal of one row per sample or (``per_class``) one per class.
+
+    Both have the same weights; the per-class one says so through the manager's settings.
+    """
+    torch.manual_seed(seed)
+    manager = sigprop.managers.Preset(
+        sigprop.models.Forward, P.Loss, P.signals.Loss, build_optimizer, sigprop.monitors.loss.LabelMetrics, monitor
+    )
+    manager.config_signal(loss=LOSS, per_class_signal=per_class)
+    manager.config_propagator(loss=LOSS, per_class_signal=per_class)
+    formatters = [S.LabelNumberToOnehot(10)] + ([S.DistinctBatchLabelsOnehot()] if per_class else [])
+    generator = S.ProjectionContextInput(
+        nn.Linear(10, WIDTH), nn.Sequential(nn.Linear(784, WIDTH), nn.ReLU()), (10,), (WIDTH,)
+    )
+    manager.set_signal(nn.Sequential(*formatters, generator))
+    network = nn.Sequential(
+        manager.add_propagator(nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.ReLU())),
+        manager.add_propagator(nn.Linear(WIDTH, 10), P.Identity),
+    )
+    return manager.set_model(network)
+
+
+def local_losses(model: nn.Module, monitor: sigprop.monitors.Group, x: Tensor, y: Tensor) -> dict[str, float]:
+    model.eval()  # the losses only, no update
+    monitor.reset()
+    with torch.no_grad():
+        model(x, y)
+    return {name: v["loss"] for name, v in monitor.values().items()}
+
+
+def test_per_class_signal_setting_reaches_every_propagator() -> None:
+    assert P.Loss(nn.Linear(4, 4), None, LOSS).per_class_signal is False  # the reference's form
+    assert P.signals.Loss(nn.Identity(), None, LOSS).per_class_signal is False
+    model = build_projection_mlp(True, sigprop.monitors.Group())
+    assert model.signal.per_class_signal is True and model.model[0].per_class_signal is True
+
+
+@pytest.mark.parametrize("batch", [10, 16])
+def test_per_class_signal_gives_the_per_sample_losses_whatever_the_batch_size(digits, batch: int) -> None:
+    """With 10 classes, a batch of 10 (as many samples as classes) is read as the setting says."""
+    x, y = digits[0][:batch], digits[1][:batch]
+    assert len(y.unique()) < 10, "some class is absent and another repeated: rows of t and samples differ"
+    per_sample, per_class = sigprop.monitors.Group(), sigprop.monitors.Group()
+    expected = local_losses(build_projection_mlp(False, per_sample), per_sample, x, y)
+    got = local_losses(build_projection_mlp(True, per_class), per_class, x, y)
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert all(v > 0 for v in got.values())
+
+
+def test_a_signal_contradicting_the_setting_is_a_clear_error(digits) -> None:
+    x, y = digits[0][:16], digits[1][:16]
+    monitor = sigprop.monitors.Group()
+    model = build_projection_mlp(True, monitor)
+    # The same per-class signal with propagators left at one row per sample.
+    for propagator in (model.signal, model.model[0]):
+        propagator.per_class_signal = False
+    with pytest.raises(ValueError, match="per_class_signal=True"):
+        model(x, y)
+
+
 # --- managers --------------------------------------------------------------------------------
 
 
@@ -329,8 +393,21 @@ def test_label_metrics_accumulate_loss_and_accuracy() -> None:
     per_class = sigprop.monitors.loss.LabelMetrics("per_class", lambda *args: torch.tensor(1.0))
     t_classes = torch.eye(3)
     h = torch.tensor([[0.0, 0.0, 5.0], [3.0, 1.0, 0.0]])
-    per_class(None, h, t_classes, h, t_classes, torch.tensor([2, 1]))
+    propagator = P.Loss(nn.Identity(), None, per_class, per_class_signal=True)
+    per_class(propagator, h, t_classes, h, t_classes, torch.tensor([2, 1]))
     assert per_class.values()["acc"] == 0.5
+    # The same call from a propagator of the default setting (one row per sample) is refused.
+    with pytest.raises(ValueError, match="per_class_signal=True"):
+        per_class(None, h, t_classes, h, t_classes, torch.tensor([2, 1]))
+    # With as many samples as classes the setting decides. The best rows are 2, 0, 0: read as
+    # samples their labels are 0, 2, 2 (none right); read as classes, samples 0 and 2 are right.
+    labels = torch.tensor([2, 1, 0])
+    h3 = torch.tensor([[0.0, 0.0, 5.0], [3.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    by_sample = sigprop.monitors.loss.LabelMetrics("s", lambda *args: torch.tensor(1.0))
+    by_sample(P.Loss(nn.Identity(), None, by_sample), h3, t_classes, h3, t_classes, labels)
+    by_class = sigprop.monitors.loss.LabelMetrics("c", lambda *args: torch.tensor(1.0))
+    by_class(propagator, h3, t_classes, h3, t_classes, labels)
+    assert by_sample.values()["acc"] == 0.0 and by_class.values()["acc"] == pytest.approx(2 / 3)
     metrics.reset()
     assert metrics.count == 0 and all(math.isnan(v) for v in metrics.values().values())
 

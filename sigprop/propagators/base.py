@@ -104,9 +104,10 @@ class LocalLearner(Propagator):
     """A propagator whose layer learns from a local loss (``train_`` in training mode, ``eval_`` otherwise)."""
 
     trained_by: ClassVar[str] = "local"
-    # Whether the signal reaching this layer has one row per class (``True``), one per sample
-    # (``False``), or unknown (``None``: the losses infer it from the batch sizes of ``h`` and ``t``).
-    per_class_signal: bool | None = None
+    # Whether the signal reaching this layer has one row per class (``True``) or one per sample
+    # (``False``, the reference package's form). The losses and monitors read it from here; they
+    # never guess it from the batch sizes of ``h`` and ``t``.
+    per_class_signal: bool = False
 
     def train_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Any:
         raise NotImplementedError

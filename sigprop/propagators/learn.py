@@ -97,8 +97,8 @@ class Loss(LossUpdate, Learn):
             at a time to turn them into parameter gradients. Only slices of the layer's graph are
             ever alive, for one extra forward pass. The loss must reach the parameters only
             through ``h1`` and ``t1`` (true of every loss in ``sigprop.loss``). ``None``: off.
-        per_class_signal: the signal reaching this layer has one row per class (``True``) or one per
-            sample (``False``); ``None`` leaves it to the losses (see ``LocalLearner``).
+        per_class_signal: the signal reaching this layer has one row per class (``True``, see
+            ``sigprop.loss.similarity``) or one per sample (``False``: the reference package's form).
     """
 
     def __init__(
@@ -109,12 +109,12 @@ class Loss(LossUpdate, Learn):
         deferred: LocalLosses | None = None,
         fuse_ht: bool | None = None,
         recompute_chunk: int | None = None,
-        per_class_signal: bool | None = None,
+        per_class_signal: bool = False,
     ) -> None:
         super().__init__(module, fuse_ht)
         self._set_update(optimizer, loss, deferred)
         self.recompute_chunk = recompute_chunk
-        self.per_class_signal = per_class_signal
+        self.per_class_signal = bool(per_class_signal)
 
     def forward(self, input: State) -> State:
         h0, t0, context = input

@@ -39,8 +39,8 @@ class Loss(LossUpdate, Learn):
         optimizer: optimizer over the signal's parameters (``None``: compute the loss only).
         loss: the local loss.
         deferred: collect the loss here instead of stepping now (see ``LocalLosses``).
-        per_class_signal: the signal has one row per class (``True``) or one per sample (``False``);
-            ``None`` leaves it to the losses (see ``LocalLearner``).
+        per_class_signal: the signal has one row per class (``True``) or one per sample (``False``:
+            the reference package's form).
     """
 
     def __init__(
@@ -49,8 +49,8 @@ class Loss(LossUpdate, Learn):
         optimizer: torch.optim.Optimizer | None,
         loss: LossFn,
         deferred: LocalLosses | None = None,
-        per_class_signal: bool | None = None,
+        per_class_signal: bool = False,
     ) -> None:
         super().__init__(module)
         self._set_update(optimizer, loss, deferred)
-        self.per_class_signal = per_class_signal
+        self.per_class_signal = bool(per_class_signal)
