@@ -349,6 +349,8 @@ def test_fuse_ht_default_follows_batch_statistics(mnist) -> None:
     normed = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
     assert P.Loss(plain, None, LOSS).fuse_ht is True
     assert P.Loss(normed, None, LOSS).fuse_ht is False
+    assert P.Loss(normed, None, LOSS, fuse_ht=True).fuse_ht is True
+    assert P.Loss(plain, None, LOSS, fuse_ht=False).fuse_ht is False
     assert P.uses_batch_statistics(normed) and not P.uses_batch_statistics(plain)
     # Why: batch norm in training mode would mix the statistics of h and t.
     h0, t0 = mnist[0][:8], mnist[0][8:16]
@@ -358,6 +360,96 @@ def test_fuse_ht_default_follows_batch_statistics(mnist) -> None:
     separate = P.Loss(copy.deepcopy(normed), None, LOSS)((h0, t0, None))
     torch.testing.assert_close(separate[0], normed(h0).detach())
     assert not torch.allclose(fused[0], separate[0], atol=1e-3)
+
+
+class Doubled(nn.Linear):
+    def forward(self, x: Tensor) -> Tensor:
+        return 2 * super().forward(x)
+
+
+class Block(nn.Sequential):
+    """A subclass of a listed container that keeps its forward."""
+
+
+def test_fusable_is_an_allow_list_checked_recursively() -> None:
+    exact = [
+        nn.Sequential(nn.Conv2d(1, 4, 3), nn.InstanceNorm2d(4, affine=True), nn.LeakyReLU(0.01, inplace=True)),
+        nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.LayerNorm(4), nn.ReLU(), nn.Dropout(0.0)),
+        nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.GELU(), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1)),
+        Block(nn.Linear(4, 4), nn.Softmax(dim=1)),
+        nn.Identity(),
+    ]
+    inexact = [
+        nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)),  # batch statistics
+        nn.InstanceNorm2d(4, track_running_stats=True),  # running statistics updated per call
+        nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.2)),  # one mask for h and t instead of two
+        nn.TransformerEncoderLayer(8, 2),  # dim 0 is the sequence
+        nn.LSTM(4, 4),
+        nn.utils.spectral_norm(nn.Linear(4, 4)),  # a power iteration per call (forward pre-hook)
+        nn.utils.parametrizations.spectral_norm(nn.Linear(4, 4)),  # the same, as a parametrization
+        nn.Sequential(nn.Linear(4, 4), Doubled(4, 4)),  # a listed type with a forward of its own
+        nn.Flatten(0),
+        nn.Softmax(),  # dim=None: dim 0 for 3-D inputs
+    ]
+    assert all(P.fusable(m) for m in exact)
+    assert not any(P.fusable(m) for m in inexact)
+    assert all(P.Loss(m, None, LOSS).fuse_ht is P.fusable(m) for m in exact + inexact)
+    assert nn.Linear in P.FUSABLE_TYPES and nn.BatchNorm2d not in P.FUSABLE_TYPES
+
+
+def sequence_first(images: Tensor) -> Tensor:
+    """Images ``(B, 1, 28, 28)`` as sequences of their 28 rows, sequence first: ``(28, B, 28)``."""
+    return images.squeeze(1).permute(1, 0, 2).contiguous()
+
+
+def test_a_sequence_first_transformer_layer_is_not_fused(mnist) -> None:
+    """Its dim 0 is the sequence: one call on ``cat([h, t])`` would attend across h and t."""
+    h0, t0, context = sequence_first(mnist[0][:8]), sequence_first(mnist[0][8:16]), mnist[1][:8]
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(28, 4, dim_feedforward=32, dropout=0.0, batch_first=False)
+    with torch.no_grad():
+        expected = layer(h0), layer(t0)  # the reference: two calls
+    prop = P.Loss(layer, None, LOSS)
+    assert prop.fuse_ht is False
+    h1, t1, _ = prop((h0, t0, context))
+    torch.testing.assert_close(h1, expected[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(t1, expected[1], rtol=1e-6, atol=1e-6)
+    h1_fused, t1_fused, _ = P.Loss(layer, None, LOSS, fuse_ht=True)((h0, t0, context))
+    assert float((h1_fused - expected[0]).abs().max()) > 0.1  # why it is not the default
+
+
+@pytest.mark.parametrize("norm", ["hook", "parametrization"])
+def test_spectral_norm_runs_its_power_iterations_as_the_reference(mnist, norm: str) -> None:
+    """Every call of a spectrally normalised layer in training mode runs one power iteration: the
+    reference runs two per step (``h``, then ``t``), and a fused or recomputed call would not."""
+    h0, t0, context = mnist[0][:16].flatten(1), mnist[0][16:32].flatten(1), mnist[1][:16]
+    spectral_norm = nn.utils.spectral_norm if norm == "hook" else nn.utils.parametrizations.spectral_norm
+
+    def layer() -> nn.Module:
+        torch.manual_seed(1)
+        return spectral_norm(nn.Linear(28 * 28, WIDTH))
+
+    reference = layer()
+    with torch.no_grad():
+        expected = reference(h0), reference(t0)
+    prop = P.Loss(layer(), None, LOSS)
+    h1, t1, _ = prop((h0, t0, context))
+    torch.testing.assert_close(h1, expected[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(t1, expected[1], rtol=1e-6, atol=1e-6)
+    _, t1_fused, _ = P.Loss(layer(), None, LOSS, fuse_ht=True)((h0, t0, context))
+    assert float((t1_fused - expected[1]).abs().max()) > 1e-3
+    # Fixed: even when t's rows follow h's in memory (as after a fused layer), two calls.
+    joined = torch.cat([h0, t0])
+    h1, t1, _ = P.Fixed(layer())((joined[:16], joined[16:], context))
+    torch.testing.assert_close(t1, expected[1], rtol=1e-6, atol=1e-6)
+    # The low-memory update would rerun the layer: it is not used here, so it is the plain step.
+    steps = []
+    for chunk in (None, 4):
+        module = layer()
+        P.Loss(module, torch.optim.SGD(module.parameters(), lr=0.1), LOSS, recompute_chunk=chunk)((h0, t0, context))
+        steps.append({n: p.detach().clone() for n, p in module.named_parameters()})
+    for n in steps[0]:
+        torch.testing.assert_close(steps[1][n], steps[0][n], rtol=0, atol=0)
 
 
 def test_loss_propagator_around_a_frozen_signal_trains_without_error() -> None:

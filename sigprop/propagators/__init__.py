@@ -2,10 +2,11 @@
 from ..functional import propagators as functional
 from . import signals
 from .base import LocalLearner, LocalLosses, LossUpdate, Propagator, global_parameters, local_parameters
-from .learn import Learn, Loss, recomputable, uses_batch_statistics
+from .learn import FUSABLE_TYPES, Learn, Loss, fusable, recomputable, uses_batch_statistics
 from .other import Fixed, Forward, Identity
 
 __all__ = [
+    "FUSABLE_TYPES",
     "Fixed",
     "Forward",
     "Identity",
@@ -16,6 +17,7 @@ __all__ = [
     "LossUpdate",
     "Propagator",
     "functional",
+    "fusable",
     "global_parameters",
     "local_parameters",
     "recomputable",

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..functional import propagators as F
 from .base import Propagator
-from .learn import join_rows, recomputable
+from .learn import fusable, join_rows
 
 State = tuple[Tensor, "Tensor | None", "Tensor | None"]
 
@@ -24,7 +24,7 @@ class Identity(Propagator):
 class Fixed(Propagator):
     """Runs the module on ``h`` and ``t`` with no learning; everything detached (pooling, activations).
 
-    When ``t``'s rows follow ``h``'s in memory and the module treats samples independently, both
+    When ``t``'s rows follow ``h``'s in memory and one call is exact (``propagators.fusable``), both
     go through in one call (no copy), and the outputs stay adjacent for the next layer.
     """
 
@@ -32,7 +32,7 @@ class Fixed(Propagator):
 
     def forward(self, input: State) -> State:
         h0, t0, context = input
-        if t0 is not None and self._per_sample():
+        if t0 is not None and self._fusable():
             joined = join_rows(h0.detach(), t0.detach())
             if joined is not None:
                 with torch.no_grad():
@@ -40,10 +40,10 @@ class Fixed(Propagator):
                 return h1, t1, context
         return F.fixed(input, self.module)
 
-    def _per_sample(self) -> bool:
-        if not hasattr(self, "_per_sample_cache"):
-            self._per_sample_cache = recomputable(self.module)
-        return self._per_sample_cache
+    def _fusable(self) -> bool:
+        if not hasattr(self, "_fusable_cache"):
+            self._fusable_cache = fusable(self.module)
+        return self._fusable_cache
 
 
 class Forward(Propagator):
