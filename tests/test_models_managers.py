@@ -109,6 +109,28 @@ def test_training_call_learns_and_inference_call_does_not(digits) -> None:
     assert not any(n.startswith("model.1.") for n in moved(before, model)), "the output waits for the user"
 
 
+def test_a_training_call_with_labels_under_no_grad_is_refused(digits) -> None:
+    """It could not update anything: a clear error instead of a silent step without learning."""
+    x, y = digits[0][:32], digits[1][:32]
+    model, _ = build_mlp()
+    model.train()
+    before = snapshot(model)
+    for context in (torch.no_grad, torch.inference_mode):
+        with context(), pytest.raises(RuntimeError, match=r"training mode and got labels under torch.no_grad"):
+            model(x, y)
+    assert moved(before, model) == set()
+    with torch.no_grad():
+        assert model(x).shape == (32, 10)  # inference without labels is fine in either mode
+        model.eval()
+        assert model(x, y).shape == (32, 10)  # so is measuring the local losses in evaluation mode
+    # The low-memory path of propagators.Loss refuses it too.
+    hidden = model.model[0]
+    hidden.train()
+    hidden.recompute_chunk = 8
+    with torch.no_grad(), pytest.raises(RuntimeError, match="torch.no_grad"):
+        hidden((torch.zeros(4, WIDTH), torch.zeros(4, WIDTH), y[:4]))
+
+
 def test_model_parameters_are_only_the_global_ones() -> None:
     torch.manual_seed(0)
     hidden, frozen, out1, out2 = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 3)

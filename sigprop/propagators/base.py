@@ -115,6 +115,20 @@ class LocalLearner(Propagator):
     def eval_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Any:
         raise NotImplementedError
 
+    def check_can_learn(self) -> None:
+        """Refuse a training-mode pass with a signal where no gradient can be computed.
+
+        Under ``torch.no_grad()`` (or ``inference_mode``) a training-mode forward with labels could
+        not update the layer; rather than skip the update silently, this raises (the reference
+        package fails there too, at its ``backward``).
+        """
+        if self.training and not torch.is_grad_enabled():
+            raise RuntimeError(
+                f"{type(self).__name__} is in training mode and got labels under torch.no_grad(): it cannot "
+                "learn there. Call model.eval() to measure the local losses without updates, or run the "
+                "training step with gradients enabled"
+            )
+
     def learn(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Any:
         """``train_`` in training mode, ``eval_`` in evaluation mode."""
         if self.training:

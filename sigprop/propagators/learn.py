@@ -140,6 +140,7 @@ class Learn(LocalLearner):
         h0 = h0.detach()
         if t0 is None:
             return self.module(h0).detach(), None, context
+        self.check_can_learn()
         t0 = t0.detach()
         if context is not None:
             context = context.detach()
@@ -193,6 +194,7 @@ class Loss(LossUpdate, Learn):
             and recomputable(self.module)
         ):
             return super().forward(input)
+        self.check_can_learn()
         h0, t0 = h0.detach(), t0.detach()
         if context is not None:
             context = context.detach()

@@ -23,6 +23,7 @@ class Learn(LocalLearner):
         if t0 is None:
             h1, t1, _, _ = self.module((h0, None))
             return h1.detach(), t1
+        self.check_can_learn()
         t0 = t0.detach()
         if context is not None:
             context = context.detach()
