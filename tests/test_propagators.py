@@ -318,6 +318,62 @@ def test_deferred_local_losses_match_immediate_steps(batches) -> None:
             torch.testing.assert_close(b[name][p], a[name][p], rtol=1e-5, atol=1e-6, msg=f"{name}.{p}")
 
 
+def fine_grained(deferred: P.LocalLosses | None) -> tuple[nn.Module, list[nn.Module]]:
+    """A CNN wrapped one operation at a time, as the reference's ``--sp-fine`` blocks: convolution
+    and norm learn, the in-place activations are ``Fixed``; the last block is pre-activation (its
+    in-place activation comes first inside the learning layer). Returns the model and its learners."""
+    torch.manual_seed(4)
+
+    def sgd(module: nn.Module) -> torch.optim.Optimizer | None:
+        return None if deferred is not None else torch.optim.SGD(module.parameters(), lr=0.05, momentum=0.9)
+
+    manager = sigprop.managers.Preset(sigprop.models.Forward, P.Loss, P.signals.Loss, sgd)
+    manager.config_signal(loss=LOSS, deferred=deferred)
+    manager.config_propagator(loss=LOSS, deferred=deferred)
+    generator = sigprop.signals.ProjectionContextInput(
+        nn.Linear(10, 4 * 14 * 14), nn.Conv2d(1, 4, 3, 2, 1), (10,), (4, 14, 14)
+    )
+    manager.set_signal(nn.Sequential(sigprop.signals.LabelNumberToOnehot(10), generator))
+    learners = [nn.Conv2d(4, 8, 3, 1, 1), nn.GroupNorm(2, 8), nn.Sequential(nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(8, 8, 3, 2, 1))]
+    network = nn.Sequential(
+        manager.add_propagator(learners[0]),
+        manager.add_propagator(learners[1]),
+        manager.add_propagator(nn.ReLU(inplace=True), P.Fixed),
+        manager.add_propagator(learners[2]),
+        manager.add_propagator(nn.Hardtanh(-2, 2, inplace=True), P.Fixed),
+        manager.add_propagator(nn.Flatten(), P.Forward),
+        manager.add_propagator(nn.Linear(8 * 7 * 7, 10), P.Identity),
+    )
+    return manager.set_model(network), [generator, *learners]
+
+
+def test_deferred_losses_with_in_place_activations(batches) -> None:
+    """One backward for all layers works with in-place activations between and inside the layers,
+    and makes the per-layer steps' update."""
+    images = [(x.view(-1, 1, 28, 28), y) for x, y in batches]
+    deferred = P.LocalLosses()
+    results = []
+    for collect in (None, deferred):
+        model, learners = fine_grained(collect)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        local = torch.optim.SGD(P.local_parameters(model), lr=0.05, momentum=0.9) if collect is not None else None
+        model.train()
+        for x, y in images:
+            out = model(x, y)
+            if local is not None:
+                local.zero_grad()
+                deferred.pop_sum().backward()
+                local.step()
+            optimizer.zero_grad()
+            F.cross_entropy(out, y).backward()
+            optimizer.step()
+        results.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    for n in results[0]:
+        torch.testing.assert_close(results[1][n], results[0][n], rtol=1e-5, atol=1e-6, msg=n)
+    assert P.writes_input(nn.ReLU(inplace=True)) and P.writes_input(learners[3])
+    assert not P.writes_input(nn.Sequential(nn.Conv2d(1, 1, 1), nn.ReLU(inplace=True)))
+
+
 def conv_layer(seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU())

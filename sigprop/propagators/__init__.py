@@ -2,7 +2,7 @@
 from ..functional import propagators as functional
 from . import signals
 from .base import LocalLearner, LocalLosses, LossUpdate, Propagator, global_parameters, local_parameters
-from .learn import FUSABLE_TYPES, Learn, Loss, fusable, recomputable, uses_batch_statistics
+from .learn import FUSABLE_TYPES, Learn, Loss, fusable, recomputable, uses_batch_statistics, writes_input
 from .other import Fixed, Forward, Identity
 
 __all__ = [
@@ -23,4 +23,5 @@ __all__ = [
     "recomputable",
     "signals",
     "uses_batch_statistics",
+    "writes_input",
 ]

@@ -107,6 +107,41 @@ def join_rows(h: Tensor, t: Tensor) -> Tensor | None:
     return h.as_strided((h.shape[0] + t.shape[0],) + tuple(h.shape[1:]), h.stride(), h.storage_offset())
 
 
+def writes_input(module: nn.Module) -> bool:
+    """True if ``module`` starts with an operation set to work in place (``inplace=True``, e.g.
+    ``nn.ReLU(inplace=True)`` alone or first in an ``nn.Sequential``): it would overwrite its input,
+    the previous layer's output, which that layer's deferred local loss may still need."""
+    while isinstance(module, nn.Sequential) and len(module) > 0:
+        module = module[0]
+    return getattr(module, "inplace", False) is True
+
+
+def run_ht(
+    module: nn.Module, h0: Tensor, t0: Tensor, fuse: bool, copy_inputs: bool = False, concatenate: bool = True
+) -> tuple[Tensor, Tensor]:
+    """``module(h0)`` and ``module(t0)``.
+
+    Args:
+        fuse: one call on the joined batch (when shapes and dtypes agree): joined without a copy
+            when ``t0``'s rows follow ``h0``'s in memory, else concatenated (or, without
+            ``concatenate``, two calls after all).
+        copy_inputs: the module writes into its input (``writes_input``): it gets copies, and
+            ``h0`` and ``t0`` stay as they are.
+    """
+    if fuse and h0.shape[1:] == t0.shape[1:] and h0.dtype == t0.dtype:
+        joined = None if copy_inputs else join_rows(h0, t0)
+        if joined is None and (concatenate or copy_inputs):
+            joined = torch.cat([h0, t0])
+        if joined is not None:
+            # split, not two slices: the backward of a split is one concatenation of the two
+            # gradients, while each slice's backward fills a zero tensor of the whole batch.
+            h1, t1 = module(joined).split([h0.shape[0], t0.shape[0]])
+            return h1, t1
+    if copy_inputs:
+        h0, t0 = h0.clone(), t0.clone()
+    return module(h0), module(t0)
+
+
 class Learn(LocalLearner):
     """Base of the hidden-layer propagators that learn; subclasses define ``train_`` and ``eval_``.
 
@@ -123,17 +158,11 @@ class Learn(LocalLearner):
     def __init__(self, module: nn.Module, fuse_ht: bool | None = None) -> None:
         super().__init__(module)
         self.fuse_ht = fusable(module) if fuse_ht is None else bool(fuse_ht)
+        self.copies_input = writes_input(module)
 
     def run_ht(self, h0: Tensor, t0: Tensor) -> tuple[Tensor, Tensor]:
-        """The layer's outputs for ``h0`` and ``t0``."""
-        if self.fuse_ht and h0.shape[1:] == t0.shape[1:] and h0.dtype == t0.dtype:
-            joined = join_rows(h0, t0)
-            out = self.module(joined if joined is not None else torch.cat([h0, t0]))
-            # split, not two slices: the backward of a split is one concatenation of the two
-            # gradients, while each slice's backward fills a zero tensor of the whole batch.
-            h1, t1 = out.split([h0.shape[0], t0.shape[0]])
-            return h1, t1
-        return self.module(h0), self.module(t0)
+        """The layer's outputs for ``h0`` and ``t0`` (see ``run_ht``)."""
+        return run_ht(self.module, h0, t0, self.fuse_ht, self.copies_input)
 
     def forward(self, input: State) -> State:
         h0, t0, context = input
