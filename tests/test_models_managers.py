@@ -445,6 +445,43 @@ def test_label_metrics_pass_the_loss_through() -> None:
     assert h1.grad is not None
 
 
+def test_float64_losses_are_summed_in_float64(digits) -> None:
+    """A float64 run's metrics are exact to float64 rounding, not float32's."""
+    x, y = digits[0][:320].double(), digits[1][:320]
+    context = F.one_hot(y, 10).double()
+    torch.manual_seed(0)
+    signal_module = S.ProjectionContextInput(
+        nn.Linear(10, WIDTH), nn.Sequential(nn.Linear(784, WIDTH), nn.ReLU()), (10,), (WIDTH,)
+    ).double()
+    hidden = nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.ReLU()).double()
+    metrics = {name: sigprop.monitors.loss.LabelMetrics(name, LOSS) for name in ("signal", "layer01")}
+    returned: dict[str, list[tuple[float, int]]] = {name: [] for name in metrics}
+
+    def recording(name: str) -> Callable:
+        def loss(*args: Tensor) -> Tensor:
+            value = metrics[name](*args)
+            returned[name].append((float(value.detach()), args[1].shape[0]))
+            return value
+
+        return loss
+
+    deferred = P.LocalLosses()
+    model = sigprop.models.Forward(
+        nn.Sequential(P.Loss(hidden, None, recording("layer01"), deferred=deferred), P.Identity(nn.Linear(WIDTH, 10).double())),
+        P.signals.Loss(signal_module, None, recording("signal"), deferred=deferred),
+    )
+    model.train()
+    for i in range(0, 320, 64):
+        model(x[i : i + 64], context[i : i + 64])
+        total = deferred.pop_sum()
+        assert total.dtype == torch.float64
+        assert float(total) == returned["signal"][-1][0] + returned["layer01"][-1][0]
+    for name, m in metrics.items():
+        expected = math.fsum(v * n for v, n in returned[name]) / 320
+        assert m.loss_sum.dtype == torch.float64
+        assert m.values()["loss"] == pytest.approx(expected, rel=1e-14, abs=0)
+
+
 def test_group_collects_per_layer_metrics(digits) -> None:
     x, y = digits[0][:256], digits[1][:256]
     monitor = sigprop.monitors.Group()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, Callable, ClassVar, Iterator
 
 import torch
@@ -43,10 +44,12 @@ class LocalLosses:
         self.losses.append(loss)
 
     def pop_sum(self) -> Tensor | None:
-        """The sum of the collected losses (``None`` if there are none); empties the collection."""
+        """The sum of the collected losses (``None`` if there are none), in the widest of their
+        precisions and at least float32; empties the collection."""
         if not self.losses:
             return None
-        total = torch.stack([loss.float() for loss in self.losses]).sum()
+        dtype = functools.reduce(torch.promote_types, (loss.dtype for loss in self.losses), torch.float32)
+        total = torch.stack([loss.to(dtype) for loss in self.losses]).sum()
         self.losses.clear()
         return total
 
