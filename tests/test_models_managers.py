@@ -322,6 +322,62 @@ def test_arguments_a_propagator_does_not_take_are_dropped() -> None:
     assert model(torch.randn(4, 8), F.one_hot(torch.arange(4), 10).float()).shape == (4, 10)
 
 
+class MyPropagator(P.Propagator):
+    """The custom propagator of the reference package's README, as written there."""
+
+    def __init__(self, module):
+        super().__init__()
+
+        self.module = module
+
+    def forward(self, input):
+        h0, t0, y_onehot = input
+
+        h1 = self.module(h0)
+        t1 = t0
+
+        return (h1, t1, y_onehot)
+
+
+def test_a_propagator_written_against_the_reference_runs(digits) -> None:
+    x, y = digits[0][:64], digits[1][:64]
+    assert isinstance(P.Propagator(), nn.Module)
+    torch.manual_seed(0)
+    hidden = nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.ReLU())
+    signal_module = nn.Sequential(
+        S.LabelNumberToOnehot(10),
+        S.ProjectionContextInput(nn.Linear(10, WIDTH), nn.Sequential(nn.Linear(784, WIDTH), nn.ReLU()), (10,), (WIDTH,)),
+    )
+    model = sigprop.models.Forward(
+        nn.Sequential(P.Loss(hidden, build_optimizer(hidden), LOSS), MyPropagator(nn.Linear(WIDTH, 10))),
+        P.signals.Loss(signal_module, build_optimizer(signal_module), LOSS),
+    )
+    out = model(x, y)
+    F.cross_entropy(out, y).backward()  # the custom propagator keeps the graph: the output layer learns
+    assert all(p.grad is not None for p in model.model[1].module.parameters())
+    assert model.model[1].trained_by == "global" and len(list(model.parameters())) == 2
+
+
+def test_manage_wraps_through_the_manager() -> None:
+    """``cls.manage(manager, module, **kwargs)`` on propagators, signal propagators and models."""
+    monitor = sigprop.monitors.Group()
+    manager = sigprop.managers.Preset(
+        sigprop.models.Forward, P.Loss, P.signals.Loss, build_optimizer, sigprop.monitors.loss.LabelMetrics, monitor
+    )
+    manager.config_propagator(loss=LOSS)
+    signal = P.signals.Loss.manage(manager, S.ProjectionContext(nn.Linear(10, 8), (10,), (8,)), loss=LOSS)
+    hidden = P.Loss.manage(manager, nn.Linear(8, 8))
+    fixed = P.Fixed.manage(manager, nn.ReLU())
+    out = P.Identity.manage(manager, nn.Linear(8, 10))
+    model = sigprop.models.Forward.manage(manager, nn.Sequential(hidden, fixed, out))
+    assert manager.signal is signal and isinstance(signal, P.signals.Loss) and signal.optimizer is not None
+    assert manager.propagators == [hidden, fixed, out] and manager.model is model
+    assert isinstance(hidden, P.Loss) and hidden.loss is monitor.monitors[1] and hidden.optimizer is not None
+    assert isinstance(fixed, P.Fixed) and isinstance(out, P.Identity)
+    other = sigprop.managers.Prepared(sigprop.models.Forward, P.Loss, P.signals.Loss)
+    assert isinstance(P.signals.Fixed.manage(other, S.FixedDrawContext(1)), P.signals.Fixed)
+
+
 def fresh() -> sigprop.managers.Preset:
     return sigprop.managers.Preset(sigprop.models.Forward, P.Loss, P.signals.Loss, build_optimizer)
 

@@ -21,9 +21,15 @@ class Propagator(nn.Module):
 
     trained_by: ClassVar[str] = "global"
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module | None = None) -> None:
         super().__init__()
-        self.module = module
+        if module is not None:  # a subclass may set ``self.module`` itself, as in the reference package
+            self.module = module
+
+    @classmethod
+    def manage(cls, manager: Any, module: nn.Module, **kwargs: Any) -> "Propagator":
+        """Wrap ``module`` in this class through ``manager.add_propagator`` (with the manager's defaults)."""
+        return manager.add_propagator(module, cls, **kwargs)
 
 
 class LocalLosses:

@@ -1,6 +1,8 @@
 """Propagators that wrap the signal and train its modules from a local loss."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -10,12 +12,21 @@ Input = tuple[Tensor, "Tensor | None", "Tensor | None"]
 Output = tuple[Tensor, "Tensor | None"]
 
 
+def manage_signal(cls: type, manager: Any, module: nn.Module, **kwargs: Any) -> nn.Module:
+    """Wrap ``module`` in the signal propagator ``cls`` through ``manager.set_signal``."""
+    return manager.set_signal(module, cls, **kwargs)
+
+
 class Learn(LocalLearner):
     """Base of the signal propagators that learn; subclasses define ``train_`` and ``eval_``.
 
     Forward: ``(h1, t1, h0, t0) = module((h0, t0))`` on detached inputs, the local learning
-    step when a target is given, and ``(h1.detach(), t1.detach())`` out.
+    step when a target is given, and ``(h1.detach(), t1.detach())`` out. ``manage(manager,
+    module, **kwargs)`` wraps through ``manager.set_signal`` (the reference package's version
+    adds the signal as a hidden layer).
     """
+
+    manage = classmethod(manage_signal)  # type: ignore[assignment]
 
     def forward(self, input: Input) -> Output:
         h0, t0, context = input
