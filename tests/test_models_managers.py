@@ -531,7 +531,7 @@ def test_float64_losses_are_summed_in_float64(digits) -> None:
         model(x[i : i + 64], context[i : i + 64])
         total = deferred.pop_sum()
         assert total.dtype == torch.float64
-        assert float(total) == returned["signal"][-1][0] + returned["layer01"][-1][0]
+        assert float(total.detach()) == returned["signal"][-1][0] + returned["layer01"][-1][0]
     for name, m in metrics.items():
         expected = math.fsum(v * n for v, n in returned[name]) / 320
         assert m.loss_sum.dtype == torch.float64
