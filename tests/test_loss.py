@@ -365,3 +365,22 @@ def test_only_v1_declares_it_needs_a_per_class_signal() -> None:
     assert L.needs_per_class_signal(functools.partial(L.v1_input_label_direct))
     for loss in (L.v9_input_target_max_all, L.v14_input_target_max_rand, L.v15_input_target_topk(6)):
         assert not L.needs_per_class_signal(loss)
+
+
+def test_reference_similarity_helpers() -> None:
+    """``format_*``/``sim_*``: the reference package's names, by hand on small tensors."""
+    x = [[1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [0.0, 0.0, 2.0]]
+    ux = [centred_unit(r) for r in x]
+    torch.testing.assert_close(L.format_2dim_(T(x)), T(ux))
+    torch.testing.assert_close(L.format_2dim_(T(x).view(3, 3, 1), format=False), T(x))
+    torch.testing.assert_close(L.sim_2dim_(T(H1), T(T1)), T(matmul_t(H1, T1)))
+    torch.testing.assert_close(L.format_sim_2dim_(T(x)), T(matmul_t(ux, ux)))
+    # 4-D: positions first, each position's channel vectors centred and normalised.
+    h = small_ints(3, 4, 2, 2, seed=7)
+    positions = [[h[b, :, p, q].tolist() for b in range(3)] for p in range(2) for q in range(2)]
+    unit = [[centred_unit(v) for v in pos] for pos in positions]
+    torch.testing.assert_close(L.format_4dim_(h), T(unit))
+    torch.testing.assert_close(L.format_4dim_(h, format=False), T(positions))
+    torch.testing.assert_close(L.sim_4dim_(T(positions), T(positions)), T(per_position_scores(h, h)))
+    sims = [matmul_t(pos, pos) for pos in unit]
+    torch.testing.assert_close(L.format_sim_4dim_(h), T([[sum(s[i][j] for s in sims) / 4 for j in range(3)] for i in range(3)]))

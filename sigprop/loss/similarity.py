@@ -144,3 +144,41 @@ def similarity_matrix_xy(x: Tensor, y: Tensor, dim: int = 1) -> Tensor:
     xn = similarity_format(x, dim)
     yn = similarity_format(y, dim)
     return xn.matmul(yn.transpose(dim, dim - 1)).clamp(-1, 1)
+
+
+# The reference package's helpers for building losses from per-sample or per-position similarities.
+
+
+def format_2dim_(h: Tensor, format: bool = True) -> Tensor:  # noqa: A002 - the reference's keyword
+    """``h`` as ``(B, features)``; with ``format``, centred and L2-normalised per sample (``similarity_format``)."""
+    h = h.flatten(1)
+    return similarity_format(h, dim=1) if format else h
+
+
+def format_4dim_(h: Tensor, format: bool = True) -> Tensor:  # noqa: A002 - the reference's keyword
+    """``(B, C, H, W)`` as ``(H*W, B, C)``, positions first; with ``format``, each position's
+    ``C``-vectors centred and L2-normalised."""
+    h = h.flatten(2).permute(2, 0, 1)
+    return similarity_format(h, dim=2) if format else h
+
+
+def sim_2dim_(h: Tensor, t: Tensor) -> Tensor:
+    """``h @ t.T`` for ``(B, features)`` tensors."""
+    return h @ t.t()
+
+
+def sim_4dim_(h: Tensor, t: Tensor) -> Tensor:
+    """For position-first ``(P, B, C)`` tensors (``format_4dim_``): ``h[p] @ t[p].T`` averaged over positions."""
+    return (h @ t.transpose(1, 2)).mean(0)
+
+
+def format_sim_2dim_(h: Tensor) -> Tensor:
+    """Centred cosine similarity of every sample of ``h`` with every other (``(B, B)``)."""
+    x = format_2dim_(h)
+    return sim_2dim_(x, x)
+
+
+def format_sim_4dim_(h: Tensor) -> Tensor:
+    """Per-position centred cosine similarities of the samples of ``(B, C, H, W)`` ``h``, averaged over positions."""
+    x = format_4dim_(h)
+    return sim_4dim_(x, x)
