@@ -467,6 +467,15 @@ def test_label_metrics_accumulate_loss_and_accuracy() -> None:
     assert float(out) == 4.0
     assert metrics.values() == pytest.approx({"loss": (2.0 * 4 + 4.0 * 2) / 6, "acc": 4 / 6})
     assert metrics.metrics().startswith("[layer07]") and "0.6667" in metrics.metrics()
+    # The reference package's attributes, still tensors (no wait for the device while recording).
+    assert isinstance(metrics.acc_sum, torch.Tensor) and isinstance(metrics.loss_last, torch.Tensor)
+    assert float(metrics.acc_sum) == 4 and float(metrics.acc_last) == 1.0 and float(metrics.loss_last) == 4.0
+    assert float(metrics.loss_sum) == 16.0 and metrics.count == 6
+    reference_line = "[{}] Acc: {:.4f} ({:.4f}, {}/{}) \t Loss: {:.4f} ({:.4f})".format(
+        metrics.name, metrics.acc_last, metrics.acc_sum / (metrics.count + 1e-6), int(metrics.acc_sum),
+        int(metrics.count), metrics.loss_last, metrics.loss_sum / (metrics.count + 1e-6),
+    )
+    assert reference_line == "[layer07] Acc: 1.0000 (0.6667, 4/6) \t Loss: 4.0000 (2.6667)"
     # One signal row per class: the best row is compared with the label directly.
     per_class = sigprop.monitors.loss.LabelMetrics("per_class", lambda *args: torch.tensor(1.0))
     t_classes = torch.eye(3)
@@ -488,6 +497,7 @@ def test_label_metrics_accumulate_loss_and_accuracy() -> None:
     assert by_sample.values()["acc"] == 0.0 and by_class.values()["acc"] == pytest.approx(2 / 3)
     metrics.reset()
     assert metrics.count == 0 and all(math.isnan(v) for v in metrics.values().values())
+    assert metrics.acc_sum == 0 and metrics.acc_last == 0 and metrics.loss_last == 0
 
 
 def test_label_metrics_pass_the_loss_through() -> None:

@@ -45,6 +45,11 @@ def label_match_accuracy(h1: Tensor, t1: Tensor, context: Tensor, per_class: boo
 class LabelMetrics(Loss, LossAccuracySums):
     """Accumulates a layer's loss and label-match accuracy on the device, read once per epoch.
 
+    Besides ``values()``, the reference package's attributes: ``loss_sum`` (loss times samples),
+    ``acc_sum`` (correct samples), ``count``, ``loss_last`` and ``acc_last`` (the last batch's).
+    They are tensors on the layer's device (0 after ``reset``), so recording never waits for the
+    device; ``float(...)`` reads one.
+
     Args:
         name: the layer's name in reports (e.g. ``layer03``).
         loss: the loss to wrap.
@@ -57,6 +62,13 @@ class LabelMetrics(Loss, LossAccuracySums):
 
     def reset(self) -> None:
         LossAccuracySums.reset(self)
+        self.loss_last: Tensor | float = 0.0
+        self.acc_last: Tensor | float = 0.0
+
+    @property
+    def acc_sum(self) -> Tensor | float:
+        """Correct samples since the last ``reset`` (the reference's name for ``correct``)."""
+        return self.correct
 
     def __call__(self, sp_learn: Any, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Tensor:
         loss = self.loss(sp_learn, h1, t1, h0, t0, context)
@@ -66,6 +78,8 @@ class LabelMetrics(Loss, LossAccuracySums):
                 # v1 reads the signal's rows as classes by definition; the others ask the propagator.
                 per_class = per_class_signal(sp_learn) or needs_per_class_signal(self.loss)
                 correct = label_match_accuracy(h1, t1, context, per_class).sum()
+                self.acc_last = correct / h1.shape[0]
+            self.loss_last = loss.detach()
             self.add(loss, correct, h1.shape[0])
         return loss
 
