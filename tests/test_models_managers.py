@@ -131,23 +131,51 @@ def test_a_training_call_with_labels_under_no_grad_is_refused(digits) -> None:
         hidden((torch.zeros(4, WIDTH), torch.zeros(4, WIDTH), y[:4]))
 
 
-def test_model_parameters_are_only_the_global_ones() -> None:
+class Scale(nn.Module):
+    """A layer of the network outside any propagator: a learned scale of ``h``, graph kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, input: tuple[Tensor, Tensor | None, Tensor | None]):
+        h, t, context = input
+        return h * self.scale, t, context
+
+
+def test_model_parameters_are_the_identity_wrapped_ones_as_in_the_reference() -> None:
     torch.manual_seed(0)
     hidden, frozen, out1, out2 = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+    unwrapped = Scale()
     signal_module = S.ProjectionContext(nn.Linear(3, 8), (3,), (8,))
+    out2.bias.requires_grad_(False)  # a frozen parameter of an output layer
     model = sigprop.models.Forward(
         nn.Sequential(
             P.Loss(hidden, build_optimizer(hidden), LOSS),
             P.Fixed(frozen),
             P.Identity(nn.Sequential(out1, nn.ReLU())),
             P.Forward(nn.Identity()),
+            unwrapped,
             P.Identity(out2),
         ),
         P.signals.Loss(signal_module, build_optimizer(signal_module), LOSS),
     )
-    params = list(model.parameters())
+    params = model.parameters()
     expected = [out1.weight, out1.bias, out2.weight, out2.bias]
-    assert len(params) == len(expected) and all(a is b for a, b in zip(params, expected))
+    assert isinstance(params, list) and len(params) == len(expected)
+    assert all(a is b for a, b in zip(params, expected))
+    assert model.parameters(recurse=False) == []
+    # requires_grad_ goes through parameters(): it can freeze and unfreeze the output layers.
+    model.requires_grad_(False)
+    assert not any(p.requires_grad for p in expected)
+    model.requires_grad_(True)
+    assert all(p.requires_grad for p in expected)
+    assert all(p.requires_grad for p in hidden.parameters())  # trained by its own propagator
+    # The explicit helpers: everything the user's optimizer must train (unwrapped layers too), and the rest.
+    out2.bias.requires_grad_(False)
+    assert {id(p) for p in P.global_parameters(model)} == {
+        id(p) for p in [out1.weight, out1.bias, out2.weight, *unwrapped.parameters()]
+    }
     assert {id(p) for p in P.local_parameters(model.model, model.signal)} == {
         id(p) for p in [*hidden.parameters(), *signal_module.parameters()]
     }
