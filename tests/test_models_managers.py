@@ -701,7 +701,7 @@ def glyph(rows: list[str]) -> Tensor:
 
 
 def test_fixed_draw_context_draws_the_digits() -> None:
-    draw = S.FixedDrawContext(1)
+    draw = S.FixedDrawContext(1, layout="rows")
     h0 = torch.zeros(3, 2, 7, 7)
     h1, t1, h0_out, t0 = draw((h0, torch.tensor([1, 7, 1])))
     assert h1 is h0 and h0_out is h0 and t1.shape == (3, 2, 7, 7)
@@ -717,27 +717,56 @@ def test_fixed_draw_context_draws_the_digits() -> None:
 
 
 def test_fixed_draw_context_places_and_scales() -> None:
-    single = S.FixedDrawContext(1)((torch.zeros(10, 1, 7, 7), torch.arange(10)))[1][:, 0]
+    single = S.FixedDrawContext(1, layout="rows")((torch.zeros(10, 1, 7, 7), torch.arange(10)))[1][:, 0]
     # A 28x28 image holds one 28x28 cell: every glyph pixel becomes a 4x4 block.
-    big = S.FixedDrawContext(1)((torch.zeros(1, 1, 28, 28), torch.tensor([7])))[1][0, 0]
+    big = S.FixedDrawContext(1, layout="rows")((torch.zeros(1, 1, 28, 28), torch.tensor([7])))[1][0, 0]
     assert torch.equal(big, glyph(GLYPH_7).repeat_interleave(4, 0).repeat_interleave(4, 1))
     # Two places side by side (7x14): label 12 is a 1 on the left and a 2 on the right.
-    wide = S.FixedDrawContext(2)((torch.zeros(13, 1, 7, 14), torch.arange(13)))[1][:, 0]
+    wide = S.FixedDrawContext(2, layout="rows")((torch.zeros(13, 1, 7, 14), torch.arange(13)))[1][:, 0]
     assert torch.equal(wide[12, :, :7], single[1]) and torch.equal(wide[12, :, 7:], single[2])
     # A one-digit label fills the first cell only; the rest of the image is 0.
     assert torch.equal(wide[7, :, :7], single[7]) and torch.equal(wide[7, :, 7:], torch.zeros(7, 7))
     # Stacked (14x7): top to bottom.
-    tall = S.FixedDrawContext(2)((torch.zeros(13, 1, 14, 7), torch.arange(13)))[1][:, 0]
+    tall = S.FixedDrawContext(2, layout="rows")((torch.zeros(13, 1, 14, 7), torch.arange(13)))[1][:, 0]
     assert torch.equal(tall[10, :7], single[1]) and torch.equal(tall[10, 7:], single[0])
     with pytest.raises(ValueError):
         S.FixedDrawContext(0)
+    with pytest.raises(ValueError, match="layout"):
+        S.FixedDrawContext(1, layout="columns")
     with pytest.raises(ValueError, match="digits"):
-        S.FixedDrawContext(1)((torch.zeros(11, 1, 7, 7), torch.arange(11)))
+        S.FixedDrawContext(1, layout="rows")((torch.zeros(11, 1, 7, 7), torch.arange(11)))
+
+
+def test_fixed_draw_context_reference_layout() -> None:
+    """The default places the digits as the reference package: down the first column of cells;
+    where the next cell would reach the bottom edge, the digit is skipped and the next column begins."""
+    draw = S.FixedDrawContext(8)
+    assert draw.layout == "reference"
+    # 32x32 with 8 places: 11x11 cells (int(sqrt(128))); rows 0-10 and 11-21 fit, 22-32 would reach the edge.
+    glyphs = S.FixedDrawContext(1, layout="rows")((torch.zeros(10, 1, 11, 11), torch.arange(10)))[1][:, 0]
+    with pytest.warns(UserWarning, match="label 100"):
+        images = draw((torch.zeros(3, 2, 32, 32), torch.tensor([7, 57, 123])))[1]
+    assert torch.equal(images[:, 0], images[:, 1])
+    expected = torch.zeros(3, 32, 32)
+    expected[0, :11, :11] = glyphs[7]
+    expected[1, :11, :11], expected[1, 11:22, :11] = glyphs[5], glyphs[7]  # top to bottom
+    expected[2, :11, :11], expected[2, 11:22, :11] = glyphs[1], glyphs[2]  # the 3 is not drawn
+    assert torch.equal(images[:, 0], expected)
+    # One place in a square image: the cell is the image, it reaches the bottom edge, nothing is drawn.
+    with pytest.warns(UserWarning, match="undrawn"):
+        assert not S.FixedDrawContext(1)((torch.zeros(2, 1, 28, 28), torch.tensor([3, 8])))[1].any()
+    # Numbers as a column (LabelVectorToNumber) and one-hot rows draw the same.
+    numbers = S.LabelVectorToNumber()((None, F.one_hot(torch.tensor([7, 57]), 60).float()))[1]
+    assert numbers.shape == (2, 1)
+    assert torch.equal(draw((torch.zeros(2, 1, 32, 32), numbers))[1][:, 0], expected[:2])
+    assert torch.equal(draw((torch.zeros(2, 1, 32, 32), F.one_hot(torch.tensor([7, 57]), 60).float()))[1][:, 0], expected[:2])
+    with pytest.raises(ValueError, match="does not fit"):
+        S.FixedDrawContext(1)((torch.zeros(1, 1, 30, 20), torch.tensor([1])))
 
 
 def test_fixed_draw_context_as_a_fixed_signal(mnist) -> None:
     x, y = mnist[0][:16], mnist[1][:16]
-    signal = P.signals.Fixed(S.FixedDrawContext(1))
+    signal = P.signals.Fixed(S.FixedDrawContext(1, layout="rows"))
     h1, t1 = signal((x, y, y))
     assert h1.shape == t1.shape == (16, 1, 28, 28) and torch.equal(h1, x)
     assert set(t1.unique().tolist()) == {-1.0, 1.0}  # a single cell fills the whole image
