@@ -772,6 +772,63 @@ def test_fixed_draw_context_as_a_fixed_signal(mnist) -> None:
     assert set(t1.unique().tolist()) == {-1.0, 1.0}  # a single cell fills the whole image
 
 
+# --- the reference package's import paths ----------------------------------------------------
+
+REFERENCE_PATHS = {
+    "sigprop.managers.manager": ["Manager", "Prepared", "Preset"],
+    "sigprop.loss.functional": [
+        "v1_input_label_direct", "v9_input_target_max_all", "v14_input_target_max_rand", "v15_input_target_topk",
+        "soft_target_cross_entropy", "similarity_format", "similarity_matrix_x", "similarity_matrix_xy",
+        "format_2dim_", "format_4dim_", "sim_2dim_", "sim_4dim_", "format_sim_2dim_", "format_sim_4dim_",
+    ],
+    "sigprop.loss.functional.input_label": ["v1_input_label_direct"],
+    "sigprop.loss.functional.input_target": ["v9_input_target_max_all", "v14_input_target_max_rand", "v15_input_target_topk"],
+    "sigprop.loss.functional.utils": ["soft_target_cross_entropy", "similarity_matrix_x", "format_sim_4dim_"],
+    "sigprop.loss.loss": ["Loss"],
+    "sigprop.propagators.functional": ["identity", "fixed", "forward"],
+    "sigprop.propagators.functional_other": ["identity", "fixed", "forward"],
+    "sigprop.propagators.propagator": ["Propagator"],
+    "sigprop.propagators.learn": ["Learn", "Loss"],
+    "sigprop.propagators.other": ["Identity", "Fixed", "Forward"],
+    "sigprop.propagators.signals.learn": ["Learn", "Loss"],
+    "sigprop.propagators.signals.other": ["Fixed"],
+    "sigprop.signals.functional": ["label_number_to_onehot", "distinct_batch_labels_onehot", "distinct_batch_labels", "label_vector_to_number"],
+    "sigprop.signals.functional_formatters": ["label_number_to_onehot", "label_vector_to_number"],
+    "sigprop.signals.signal": ["Signal"],
+    "sigprop.signals.formatters": ["Formatter", "LabelNumberToOnehot", "DistinctBatchLabelsOnehot"],
+    "sigprop.signals.generators": ["Generator", "ProjectionContext", "ProjectionContextInput", "FixedDrawContext"],
+    "sigprop.models.model": ["Model", "Forward"],
+    "sigprop.models.loop_back": ["LoopBack", "ForwardLoopBack"],
+    "sigprop.monitors.monitor": ["Monitor", "Group"],
+    "sigprop.monitors.loss": ["Loss", "LabelMetrics"],
+    "sigprop.utils": ["shape_numel"],
+}
+
+
+@pytest.mark.parametrize("path", list(REFERENCE_PATHS))
+def test_reference_import_paths(path: str) -> None:
+    """Code written against the reference package imports these modules and names; each is the
+    library's own object, not a copy."""
+    import importlib
+
+    module = importlib.import_module(path)
+    package = importlib.import_module(path.rsplit(".", 1)[0])
+    for name in REFERENCE_PATHS[path]:
+        obj = getattr(module, name)
+        if hasattr(package, name):
+            assert getattr(package, name) is obj, f"{path}.{name}"
+
+
+def test_reference_attribute_paths() -> None:
+    """Paths the reference's examples reach as attributes after ``import sigprop``."""
+    from sigprop import functional as sigpropF
+
+    assert sigprop.propagators.functional.forward is sigpropF.propagators.forward
+    assert sigprop.signals.functional.label_number_to_onehot is sigpropF.signals.label_number_to_onehot
+    assert sigprop.loss.functional.v9_input_target_max_all is sigprop.loss.v9_input_target_max_all
+    assert sigprop.managers.manager.Preset is sigprop.managers.Preset
+
+
 # --- utils -----------------------------------------------------------------------------------
 
 

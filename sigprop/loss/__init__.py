@@ -1,5 +1,5 @@
 """Local losses: each trains one layer from its output, the signal and the targets."""
-from . import similarity
+from . import functional, similarity
 from .base import Loss, needs_per_class_signal
 from .input_label import v1_input_label_direct
 from .input_target import v9_input_target_max_all, v14_input_target_max_rand, v15_input_target_topk
@@ -22,6 +22,7 @@ __all__ = [
     "format_4dim_",
     "format_sim_2dim_",
     "format_sim_4dim_",
+    "functional",
     "needs_per_class_signal",
     "sim_2dim_",
     "sim_4dim_",

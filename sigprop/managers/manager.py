@@ -1,4 +1,4 @@
-"""Managers: configure signal, propagators and model once, then wrap an existing network layer by layer."""
+"""Manager, Prepared and Preset: wrap an existing network layer by layer with classes chosen once."""
 from __future__ import annotations
 
 import inspect
@@ -7,7 +7,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .monitors.monitor import Group
+from ..monitors.monitor import Group
 
 OptimizerBuilder = Callable[[nn.Module], "torch.optim.Optimizer | None"]
 
