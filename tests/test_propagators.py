@@ -14,6 +14,7 @@ from torch import Tensor, nn
 import sigprop
 from sigprop import propagators as P
 from sigprop.functional import propagators as FP
+from sigprop_steps import train_step
 
 LOSS = sigprop.loss.v9_input_target_max_all
 WIDTH = 32
@@ -251,7 +252,7 @@ def test_functional_propagators() -> None:
     h1, t1, c = FP.forward((h0, t0, 7), double)
     assert torch.equal(t1, torch.tensor([[6.0, 8.0]])) and h1.requires_grad and t1.requires_grad
     assert FP.forward((h0, None, 7), double)[1] is None
-    assert P.functional is FP
+    assert (P.functional.identity, P.functional.fixed, P.functional.forward) == (FP.identity, FP.fixed, FP.forward)
 
 
 def test_signal_propagators_return_h1_t1(batches) -> None:
@@ -359,14 +360,7 @@ def test_deferred_losses_with_in_place_activations(batches) -> None:
         local = torch.optim.SGD(P.local_parameters(model), lr=0.05, momentum=0.9) if collect is not None else None
         model.train()
         for x, y in images:
-            out = model(x, y)
-            if local is not None:
-                local.zero_grad()
-                deferred.pop_sum().backward()
-                local.step()
-            optimizer.zero_grad()
-            F.cross_entropy(out, y).backward()
-            optimizer.step()
+            train_step(model, x, y, y, optimizer, collect, local)
         results.append({n: p.detach().clone() for n, p in model.named_parameters()})
     for n in results[0]:
         torch.testing.assert_close(results[1][n], results[0][n], rtol=1e-5, atol=1e-6, msg=n)

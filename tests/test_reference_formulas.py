@@ -30,6 +30,7 @@ from sigprop import loss as L
 from sigprop import propagators as P
 from sigprop import signals as S
 from sigprop.functional import signals as FS
+from sigprop_steps import train_step
 
 DOUBLE = torch.float64
 
@@ -472,14 +473,7 @@ def our_run(layers: Layers, batches, loss, fused: bool) -> list[list[float]]:
     local = torch.optim.Adam(P.local_parameters(model), lr=1e-3) if fused else None
     model.train()
     for x, y, onehot in batches:
-        out = model(x, onehot)
-        if local is not None:
-            local.zero_grad()
-            deferred.pop_sum().backward()
-            local.step()
-        optimizer.zero_grad()
-        F.cross_entropy(out, y).backward()
-        optimizer.step()
+        train_step(model, x, onehot, y, optimizer, deferred, local)
     values = [float(v) for v in record]
     return [values[i : i + 3] for i in range(0, len(values), 3)]
 

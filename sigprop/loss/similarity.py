@@ -19,6 +19,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# The helpers for writing losses (the reference package's ``sigprop.loss.functional.utils``).
+__all__ = [
+    "format_2dim_",
+    "format_4dim_",
+    "format_sim_2dim_",
+    "format_sim_4dim_",
+    "sim_2dim_",
+    "sim_4dim_",
+    "similarity_format",
+    "similarity_matrix_x",
+    "similarity_matrix_xy",
+    "soft_target_cross_entropy",
+]
+
 
 def positions(x: Tensor) -> int:
     """Number of spatial positions of ``x`` (1 for a 2-D tensor)."""
