@@ -27,8 +27,8 @@ class Fixed(Propagator):
     When ``t``'s rows follow ``h``'s in memory and one call is exact (``propagators.fusable``), both
     go through in one call (no copy), and the outputs stay adjacent for the next layer. A module
     that starts in place (``nn.ReLU(inplace=True)``, see ``writes_input``) runs on copies of ``h``
-    and ``t`` while it learns: they are the previous layer's outputs, which its local loss may
-    still need (with ``deferred=``, until the backward).
+    and ``t`` when a signal is present: they are the previous layer's outputs, which its local
+    loss may still need (with ``deferred=``, until the backward).
     """
 
     trained_by: ClassVar[str] = "nobody"
