@@ -187,6 +187,51 @@ def test_losses_reject_mismatched_shapes() -> None:
         call(L.v9_input_target_max_all, torch.ones(3, 2), torch.ones(3, 4), torch.ones(3, 2))
 
 
+class Propagator:
+    """Stands for the propagator a loss receives as ``sp_learn``: only its setting matters here."""
+
+    def __init__(self, per_class_signal: bool) -> None:
+        self.per_class_signal = per_class_signal
+
+
+@pytest.mark.parametrize("loss", [L.v9_input_target_max_all, L.v14_input_target_max_rand, L.v15_input_target_topk(3)])
+def test_per_class_signal_is_read_from_the_propagator_not_the_shapes(loss) -> None:
+    """With as many samples as classes, the same tensors give the loss the setting asks for."""
+    labels = torch.tensor([0, 0, 1])  # 3 samples, 3 classes (class 2 absent)
+    h1 = T(H1)
+    t_class = T(T1)  # row k: the signal of class k
+    t0_class = torch.eye(3, dtype=torch.float64)
+    # One row per class: y[i, j] = h1[i] . t_class[labels[j]], yy[i, j] = [labels[i] == labels[j]].
+    y = matmul_t(H1, [T1[c] for c in labels.tolist()])
+    yy = [[1.0 if a == b else 0.0 for b in labels.tolist()] for a in labels.tolist()]
+    per_class = float(loss(Propagator(True), h1, t_class, h1, t0_class, labels))
+    if loss is L.v14_input_target_max_rand:
+        expected = sum(-log_softmax(row)[first_argmax(m)] for row, m in zip(y, yy)) / 3
+    elif loss is L.v9_input_target_max_all:
+        expected = soft_ce(y, max_all_mask(yy))
+    else:
+        expected = soft_ce(y, [[1.0] * 3] * 3)  # the top 3 of 3 targets: all of them
+    assert per_class == pytest.approx(expected, rel=1e-12)
+    # One row per sample (the default, also without a propagator): the rows are read as samples.
+    per_sample = float(loss(Propagator(False), h1, t_class, h1, t0_class, labels))
+    assert per_sample == float(loss(None, h1, t_class, h1, t0_class, labels))
+    assert per_sample != pytest.approx(per_class)
+
+
+def test_a_signal_contradicting_the_setting_is_a_clear_error() -> None:
+    h1, t_class, t0_class = torch.ones(4, 2), torch.ones(3, 2), torch.eye(3)
+    labels = torch.tensor([0, 1, 2, 1])
+    with pytest.raises(ValueError, match="per_class_signal=True"):
+        L.v9_input_target_max_all(Propagator(False), h1, t_class, h1, t0_class, labels)
+    with pytest.raises(ValueError, match="per_class_signal=True"):
+        L.v9_input_target_max_all(None, h1, t_class, h1, t0_class, labels)
+    # One-hot labels of 5 classes, a signal of 3 rows.
+    with pytest.raises(ValueError, match="3 rows for 5 classes"):
+        L.v15_input_target_topk(2)(Propagator(True), h1, t_class, h1, t0_class, F.one_hot(labels, 5).float())
+    with pytest.raises(ValueError, match="context"):
+        L.v14_input_target_max_rand(Propagator(True), h1, t_class, h1, t0_class, None)
+
+
 # --- 4-D: per spatial position, then the mean over positions ---------------------------------
 
 
@@ -320,3 +365,22 @@ def test_only_v1_declares_it_needs_a_per_class_signal() -> None:
     assert L.needs_per_class_signal(functools.partial(L.v1_input_label_direct))
     for loss in (L.v9_input_target_max_all, L.v14_input_target_max_rand, L.v15_input_target_topk(6)):
         assert not L.needs_per_class_signal(loss)
+
+
+def test_reference_similarity_helpers() -> None:
+    """``format_*``/``sim_*``: the reference package's names, by hand on small tensors."""
+    x = [[1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [0.0, 0.0, 2.0]]
+    ux = [centred_unit(r) for r in x]
+    torch.testing.assert_close(L.format_2dim_(T(x)), T(ux))
+    torch.testing.assert_close(L.format_2dim_(T(x).view(3, 3, 1), format=False), T(x))
+    torch.testing.assert_close(L.sim_2dim_(T(H1), T(T1)), T(matmul_t(H1, T1)))
+    torch.testing.assert_close(L.format_sim_2dim_(T(x)), T(matmul_t(ux, ux)))
+    # 4-D: positions first, each position's channel vectors centred and normalised.
+    h = small_ints(3, 4, 2, 2, seed=7)
+    positions = [[h[b, :, p, q].tolist() for b in range(3)] for p in range(2) for q in range(2)]
+    unit = [[centred_unit(v) for v in pos] for pos in positions]
+    torch.testing.assert_close(L.format_4dim_(h), T(unit))
+    torch.testing.assert_close(L.format_4dim_(h, format=False), T(positions))
+    torch.testing.assert_close(L.sim_4dim_(T(positions), T(positions)), T(per_position_scores(h, h)))
+    sims = [matmul_t(pos, pos) for pos in unit]
+    torch.testing.assert_close(L.format_sim_4dim_(h), T([[sum(s[i][j] for s in sims) / 4 for j in range(3)] for i in range(3)]))

@@ -109,23 +109,73 @@ def test_training_call_learns_and_inference_call_does_not(digits) -> None:
     assert not any(n.startswith("model.1.") for n in moved(before, model)), "the output waits for the user"
 
 
-def test_model_parameters_are_only_the_global_ones() -> None:
+def test_a_training_call_with_labels_under_no_grad_is_refused(digits) -> None:
+    """It could not update anything: a clear error instead of a silent step without learning."""
+    x, y = digits[0][:32], digits[1][:32]
+    model, _ = build_mlp()
+    model.train()
+    before = snapshot(model)
+    for context in (torch.no_grad, torch.inference_mode):
+        with context(), pytest.raises(RuntimeError, match=r"training mode and got labels under torch.no_grad"):
+            model(x, y)
+    assert moved(before, model) == set()
+    with torch.no_grad():
+        assert model(x).shape == (32, 10)  # inference without labels is fine in either mode
+        model.eval()
+        assert model(x, y).shape == (32, 10)  # so is measuring the local losses in evaluation mode
+    # The low-memory path of propagators.Loss refuses it too.
+    hidden = model.model[0]
+    hidden.train()
+    hidden.recompute_chunk = 8
+    with torch.no_grad(), pytest.raises(RuntimeError, match="torch.no_grad"):
+        hidden((torch.zeros(4, WIDTH), torch.zeros(4, WIDTH), y[:4]))
+
+
+class Scale(nn.Module):
+    """A layer of the network outside any propagator: a learned scale of ``h``, graph kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, input: tuple[Tensor, Tensor | None, Tensor | None]):
+        h, t, context = input
+        return h * self.scale, t, context
+
+
+def test_model_parameters_are_the_identity_wrapped_ones_as_in_the_reference() -> None:
     torch.manual_seed(0)
     hidden, frozen, out1, out2 = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+    unwrapped = Scale()
     signal_module = S.ProjectionContext(nn.Linear(3, 8), (3,), (8,))
+    out2.bias.requires_grad_(False)  # a frozen parameter of an output layer
     model = sigprop.models.Forward(
         nn.Sequential(
             P.Loss(hidden, build_optimizer(hidden), LOSS),
             P.Fixed(frozen),
             P.Identity(nn.Sequential(out1, nn.ReLU())),
             P.Forward(nn.Identity()),
+            unwrapped,
             P.Identity(out2),
         ),
         P.signals.Loss(signal_module, build_optimizer(signal_module), LOSS),
     )
-    params = list(model.parameters())
+    params = model.parameters()
     expected = [out1.weight, out1.bias, out2.weight, out2.bias]
-    assert len(params) == len(expected) and all(a is b for a, b in zip(params, expected))
+    assert isinstance(params, list) and len(params) == len(expected)
+    assert all(a is b for a, b in zip(params, expected))
+    assert model.parameters(recurse=False) == []
+    # requires_grad_ goes through parameters(): it can freeze and unfreeze the output layers.
+    model.requires_grad_(False)
+    assert not any(p.requires_grad for p in expected)
+    model.requires_grad_(True)
+    assert all(p.requires_grad for p in expected)
+    assert all(p.requires_grad for p in hidden.parameters())  # trained by its own propagator
+    # The explicit helpers: everything the user's optimizer must train (unwrapped layers too), and the rest.
+    out2.bias.requires_grad_(False)
+    assert {id(p) for p in P.global_parameters(model)} == {
+        id(p) for p in [out1.weight, out1.bias, out2.weight, *unwrapped.parameters()]
+    }
     assert {id(p) for p in P.local_parameters(model.model, model.signal)} == {
         id(p) for p in [*hidden.parameters(), *signal_module.parameters()]
     }
@@ -186,6 +236,70 @@ def test_loop_back_models_run_and_learn(digits, model_cls: type) -> None:
     assert out.shape == (8, 10)
 
 
+# --- per-class signal: a setting, never read from the shapes ---------------------------------
+
+
+def build_projection_mlp(per_class: bool, monitor: sigprop.monitors.Group, seed: int = 0) -> nn.Module:
+    """``build_mlp`` with a projection signal of one row per sample or (``per_class``) one per class.
+
+    Both have the same weights; the per-class one says so through the manager's settings.
+    """
+    torch.manual_seed(seed)
+    manager = sigprop.managers.Preset(
+        sigprop.models.Forward, P.Loss, P.signals.Loss, build_optimizer, sigprop.monitors.loss.LabelMetrics, monitor
+    )
+    manager.config_signal(loss=LOSS, per_class_signal=per_class)
+    manager.config_propagator(loss=LOSS, per_class_signal=per_class)
+    formatters = [S.LabelNumberToOnehot(10)] + ([S.DistinctBatchLabelsOnehot()] if per_class else [])
+    generator = S.ProjectionContextInput(
+        nn.Linear(10, WIDTH), nn.Sequential(nn.Linear(784, WIDTH), nn.ReLU()), (10,), (WIDTH,)
+    )
+    manager.set_signal(nn.Sequential(*formatters, generator))
+    network = nn.Sequential(
+        manager.add_propagator(nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.ReLU())),
+        manager.add_propagator(nn.Linear(WIDTH, 10), P.Identity),
+    )
+    return manager.set_model(network)
+
+
+def local_losses(model: nn.Module, monitor: sigprop.monitors.Group, x: Tensor, y: Tensor) -> dict[str, float]:
+    model.eval()  # the losses only, no update
+    monitor.reset()
+    with torch.no_grad():
+        model(x, y)
+    return {name: v["loss"] for name, v in monitor.values().items()}
+
+
+def test_per_class_signal_setting_reaches_every_propagator() -> None:
+    assert P.Loss(nn.Linear(4, 4), None, LOSS).per_class_signal is False  # the reference's form
+    assert P.signals.Loss(nn.Identity(), None, LOSS).per_class_signal is False
+    model = build_projection_mlp(True, sigprop.monitors.Group())
+    assert model.signal.per_class_signal is True and model.model[0].per_class_signal is True
+
+
+@pytest.mark.parametrize("batch", [10, 16])
+def test_per_class_signal_gives_the_per_sample_losses_whatever_the_batch_size(digits, batch: int) -> None:
+    """With 10 classes, a batch of 10 (as many samples as classes) is read as the setting says."""
+    x, y = digits[0][:batch], digits[1][:batch]
+    assert len(y.unique()) < 10, "some class is absent and another repeated: rows of t and samples differ"
+    per_sample, per_class = sigprop.monitors.Group(), sigprop.monitors.Group()
+    expected = local_losses(build_projection_mlp(False, per_sample), per_sample, x, y)
+    got = local_losses(build_projection_mlp(True, per_class), per_class, x, y)
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert all(v > 0 for v in got.values())
+
+
+def test_a_signal_contradicting_the_setting_is_a_clear_error(digits) -> None:
+    x, y = digits[0][:16], digits[1][:16]
+    monitor = sigprop.monitors.Group()
+    model = build_projection_mlp(True, monitor)
+    # The same per-class signal with propagators left at one row per sample.
+    for propagator in (model.signal, model.model[0]):
+        propagator.per_class_signal = False
+    with pytest.raises(ValueError, match="per_class_signal=True"):
+        model(x, y)
+
+
 # --- managers --------------------------------------------------------------------------------
 
 
@@ -234,6 +348,62 @@ def test_arguments_a_propagator_does_not_take_are_dropped() -> None:
     out = prepared.add_propagator(nn.Linear(8, 10), P.Identity, optimizer=opt, loss=LOSS)
     model = prepared.set_model(nn.Sequential(hidden, out))
     assert model(torch.randn(4, 8), F.one_hot(torch.arange(4), 10).float()).shape == (4, 10)
+
+
+class MyPropagator(P.Propagator):
+    """The custom propagator of the reference package's README, as written there."""
+
+    def __init__(self, module):
+        super().__init__()
+
+        self.module = module
+
+    def forward(self, input):
+        h0, t0, y_onehot = input
+
+        h1 = self.module(h0)
+        t1 = t0
+
+        return (h1, t1, y_onehot)
+
+
+def test_a_propagator_written_against_the_reference_runs(digits) -> None:
+    x, y = digits[0][:64], digits[1][:64]
+    assert isinstance(P.Propagator(), nn.Module)
+    torch.manual_seed(0)
+    hidden = nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.ReLU())
+    signal_module = nn.Sequential(
+        S.LabelNumberToOnehot(10),
+        S.ProjectionContextInput(nn.Linear(10, WIDTH), nn.Sequential(nn.Linear(784, WIDTH), nn.ReLU()), (10,), (WIDTH,)),
+    )
+    model = sigprop.models.Forward(
+        nn.Sequential(P.Loss(hidden, build_optimizer(hidden), LOSS), MyPropagator(nn.Linear(WIDTH, 10))),
+        P.signals.Loss(signal_module, build_optimizer(signal_module), LOSS),
+    )
+    out = model(x, y)
+    F.cross_entropy(out, y).backward()  # the custom propagator keeps the graph: the output layer learns
+    assert all(p.grad is not None for p in model.model[1].module.parameters())
+    assert model.model[1].trained_by == "global" and len(list(model.parameters())) == 2
+
+
+def test_manage_wraps_through_the_manager() -> None:
+    """``cls.manage(manager, module, **kwargs)`` on propagators, signal propagators and models."""
+    monitor = sigprop.monitors.Group()
+    manager = sigprop.managers.Preset(
+        sigprop.models.Forward, P.Loss, P.signals.Loss, build_optimizer, sigprop.monitors.loss.LabelMetrics, monitor
+    )
+    manager.config_propagator(loss=LOSS)
+    signal = P.signals.Loss.manage(manager, S.ProjectionContext(nn.Linear(10, 8), (10,), (8,)), loss=LOSS)
+    hidden = P.Loss.manage(manager, nn.Linear(8, 8))
+    fixed = P.Fixed.manage(manager, nn.ReLU())
+    out = P.Identity.manage(manager, nn.Linear(8, 10))
+    model = sigprop.models.Forward.manage(manager, nn.Sequential(hidden, fixed, out))
+    assert manager.signal is signal and isinstance(signal, P.signals.Loss) and signal.optimizer is not None
+    assert manager.propagators == [hidden, fixed, out] and manager.model is model
+    assert isinstance(hidden, P.Loss) and hidden.loss is monitor.monitors[1] and hidden.optimizer is not None
+    assert isinstance(fixed, P.Fixed) and isinstance(out, P.Identity)
+    other = sigprop.managers.Prepared(sigprop.models.Forward, P.Loss, P.signals.Loss)
+    assert isinstance(P.signals.Fixed.manage(other, S.FixedDrawContext(1)), P.signals.Fixed)
 
 
 def fresh() -> sigprop.managers.Preset:
@@ -325,14 +495,37 @@ def test_label_metrics_accumulate_loss_and_accuracy() -> None:
     assert float(out) == 4.0
     assert metrics.values() == pytest.approx({"loss": (2.0 * 4 + 4.0 * 2) / 6, "acc": 4 / 6})
     assert metrics.metrics().startswith("[layer07]") and "0.6667" in metrics.metrics()
+    # The reference package's attributes, still tensors (no wait for the device while recording).
+    assert isinstance(metrics.acc_sum, torch.Tensor) and isinstance(metrics.loss_last, torch.Tensor)
+    assert float(metrics.acc_sum) == 4 and float(metrics.acc_last) == 1.0 and float(metrics.loss_last) == 4.0
+    assert float(metrics.loss_sum) == 16.0 and metrics.count == 6
+    reference_line = "[{}] Acc: {:.4f} ({:.4f}, {}/{}) \t Loss: {:.4f} ({:.4f})".format(
+        metrics.name, metrics.acc_last, metrics.acc_sum / (metrics.count + 1e-6), int(metrics.acc_sum),
+        int(metrics.count), metrics.loss_last, metrics.loss_sum / (metrics.count + 1e-6),
+    )
+    assert reference_line == "[layer07] Acc: 1.0000 (0.6667, 4/6) \t Loss: 4.0000 (2.6667)"
     # One signal row per class: the best row is compared with the label directly.
     per_class = sigprop.monitors.loss.LabelMetrics("per_class", lambda *args: torch.tensor(1.0))
     t_classes = torch.eye(3)
     h = torch.tensor([[0.0, 0.0, 5.0], [3.0, 1.0, 0.0]])
-    per_class(None, h, t_classes, h, t_classes, torch.tensor([2, 1]))
+    propagator = P.Loss(nn.Identity(), None, per_class, per_class_signal=True)
+    per_class(propagator, h, t_classes, h, t_classes, torch.tensor([2, 1]))
     assert per_class.values()["acc"] == 0.5
+    # The same call from a propagator of the default setting (one row per sample) is refused.
+    with pytest.raises(ValueError, match="per_class_signal=True"):
+        per_class(None, h, t_classes, h, t_classes, torch.tensor([2, 1]))
+    # With as many samples as classes the setting decides. The best rows are 2, 0, 0: read as
+    # samples their labels are 0, 2, 2 (none right); read as classes, samples 0 and 2 are right.
+    labels = torch.tensor([2, 1, 0])
+    h3 = torch.tensor([[0.0, 0.0, 5.0], [3.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    by_sample = sigprop.monitors.loss.LabelMetrics("s", lambda *args: torch.tensor(1.0))
+    by_sample(P.Loss(nn.Identity(), None, by_sample), h3, t_classes, h3, t_classes, labels)
+    by_class = sigprop.monitors.loss.LabelMetrics("c", lambda *args: torch.tensor(1.0))
+    by_class(propagator, h3, t_classes, h3, t_classes, labels)
+    assert by_sample.values()["acc"] == 0.0 and by_class.values()["acc"] == pytest.approx(2 / 3)
     metrics.reset()
     assert metrics.count == 0 and all(math.isnan(v) for v in metrics.values().values())
+    assert metrics.acc_sum == 0 and metrics.acc_last == 0 and metrics.loss_last == 0
 
 
 def test_label_metrics_pass_the_loss_through() -> None:
@@ -344,6 +537,43 @@ def test_label_metrics_pass_the_loss_through() -> None:
     torch.testing.assert_close(out, LOSS(None, h1, t1, h1, t0, None))
     out.backward()
     assert h1.grad is not None
+
+
+def test_float64_losses_are_summed_in_float64(digits) -> None:
+    """A float64 run's metrics are exact to float64 rounding, not float32's."""
+    x, y = digits[0][:320].double(), digits[1][:320]
+    context = F.one_hot(y, 10).double()
+    torch.manual_seed(0)
+    signal_module = S.ProjectionContextInput(
+        nn.Linear(10, WIDTH), nn.Sequential(nn.Linear(784, WIDTH), nn.ReLU()), (10,), (WIDTH,)
+    ).double()
+    hidden = nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.ReLU()).double()
+    metrics = {name: sigprop.monitors.loss.LabelMetrics(name, LOSS) for name in ("signal", "layer01")}
+    returned: dict[str, list[tuple[float, int]]] = {name: [] for name in metrics}
+
+    def recording(name: str) -> Callable:
+        def loss(*args: Tensor) -> Tensor:
+            value = metrics[name](*args)
+            returned[name].append((float(value.detach()), args[1].shape[0]))
+            return value
+
+        return loss
+
+    deferred = P.LocalLosses()
+    model = sigprop.models.Forward(
+        nn.Sequential(P.Loss(hidden, None, recording("layer01"), deferred=deferred), P.Identity(nn.Linear(WIDTH, 10).double())),
+        P.signals.Loss(signal_module, None, recording("signal"), deferred=deferred),
+    )
+    model.train()
+    for i in range(0, 320, 64):
+        model(x[i : i + 64], context[i : i + 64])
+        total = deferred.pop_sum()
+        assert total.dtype == torch.float64
+        assert float(total.detach()) == returned["signal"][-1][0] + returned["layer01"][-1][0]
+    for name, m in metrics.items():
+        expected = math.fsum(v * n for v, n in returned[name]) / 320
+        assert m.loss_sum.dtype == torch.float64
+        assert m.values()["loss"] == pytest.approx(expected, rel=1e-14, abs=0)
 
 
 def test_group_collects_per_layer_metrics(digits) -> None:
@@ -471,7 +701,7 @@ def glyph(rows: list[str]) -> Tensor:
 
 
 def test_fixed_draw_context_draws_the_digits() -> None:
-    draw = S.FixedDrawContext(1)
+    draw = S.FixedDrawContext(1, layout="rows")
     h0 = torch.zeros(3, 2, 7, 7)
     h1, t1, h0_out, t0 = draw((h0, torch.tensor([1, 7, 1])))
     assert h1 is h0 and h0_out is h0 and t1.shape == (3, 2, 7, 7)
@@ -487,30 +717,116 @@ def test_fixed_draw_context_draws_the_digits() -> None:
 
 
 def test_fixed_draw_context_places_and_scales() -> None:
-    single = S.FixedDrawContext(1)((torch.zeros(10, 1, 7, 7), torch.arange(10)))[1][:, 0]
+    single = S.FixedDrawContext(1, layout="rows")((torch.zeros(10, 1, 7, 7), torch.arange(10)))[1][:, 0]
     # A 28x28 image holds one 28x28 cell: every glyph pixel becomes a 4x4 block.
-    big = S.FixedDrawContext(1)((torch.zeros(1, 1, 28, 28), torch.tensor([7])))[1][0, 0]
+    big = S.FixedDrawContext(1, layout="rows")((torch.zeros(1, 1, 28, 28), torch.tensor([7])))[1][0, 0]
     assert torch.equal(big, glyph(GLYPH_7).repeat_interleave(4, 0).repeat_interleave(4, 1))
     # Two places side by side (7x14): label 12 is a 1 on the left and a 2 on the right.
-    wide = S.FixedDrawContext(2)((torch.zeros(13, 1, 7, 14), torch.arange(13)))[1][:, 0]
+    wide = S.FixedDrawContext(2, layout="rows")((torch.zeros(13, 1, 7, 14), torch.arange(13)))[1][:, 0]
     assert torch.equal(wide[12, :, :7], single[1]) and torch.equal(wide[12, :, 7:], single[2])
     # A one-digit label fills the first cell only; the rest of the image is 0.
     assert torch.equal(wide[7, :, :7], single[7]) and torch.equal(wide[7, :, 7:], torch.zeros(7, 7))
     # Stacked (14x7): top to bottom.
-    tall = S.FixedDrawContext(2)((torch.zeros(13, 1, 14, 7), torch.arange(13)))[1][:, 0]
+    tall = S.FixedDrawContext(2, layout="rows")((torch.zeros(13, 1, 14, 7), torch.arange(13)))[1][:, 0]
     assert torch.equal(tall[10, :7], single[1]) and torch.equal(tall[10, 7:], single[0])
     with pytest.raises(ValueError):
         S.FixedDrawContext(0)
+    with pytest.raises(ValueError, match="layout"):
+        S.FixedDrawContext(1, layout="columns")
     with pytest.raises(ValueError, match="digits"):
-        S.FixedDrawContext(1)((torch.zeros(11, 1, 7, 7), torch.arange(11)))
+        S.FixedDrawContext(1, layout="rows")((torch.zeros(11, 1, 7, 7), torch.arange(11)))
+
+
+def test_fixed_draw_context_reference_layout() -> None:
+    """The default places the digits as the reference package: down the first column of cells;
+    where the next cell would reach the bottom edge, the digit is skipped and the next column begins."""
+    draw = S.FixedDrawContext(8)
+    assert draw.layout == "reference"
+    # 32x32 with 8 places: 11x11 cells (int(sqrt(128))); rows 0-10 and 11-21 fit, 22-32 would reach the edge.
+    glyphs = S.FixedDrawContext(1, layout="rows")((torch.zeros(10, 1, 11, 11), torch.arange(10)))[1][:, 0]
+    with pytest.warns(UserWarning, match="label 100"):
+        images = draw((torch.zeros(3, 2, 32, 32), torch.tensor([7, 57, 123])))[1]
+    assert torch.equal(images[:, 0], images[:, 1])
+    expected = torch.zeros(3, 32, 32)
+    expected[0, :11, :11] = glyphs[7]
+    expected[1, :11, :11], expected[1, 11:22, :11] = glyphs[5], glyphs[7]  # top to bottom
+    expected[2, :11, :11], expected[2, 11:22, :11] = glyphs[1], glyphs[2]  # the 3 is not drawn
+    assert torch.equal(images[:, 0], expected)
+    # One place in a square image: the cell is the image, it reaches the bottom edge, nothing is drawn.
+    with pytest.warns(UserWarning, match="undrawn"):
+        assert not S.FixedDrawContext(1)((torch.zeros(2, 1, 28, 28), torch.tensor([3, 8])))[1].any()
+    # Numbers as a column (LabelVectorToNumber) and one-hot rows draw the same.
+    numbers = S.LabelVectorToNumber()((None, F.one_hot(torch.tensor([7, 57]), 60).float()))[1]
+    assert numbers.shape == (2, 1)
+    assert torch.equal(draw((torch.zeros(2, 1, 32, 32), numbers))[1][:, 0], expected[:2])
+    assert torch.equal(draw((torch.zeros(2, 1, 32, 32), F.one_hot(torch.tensor([7, 57]), 60).float()))[1][:, 0], expected[:2])
+    with pytest.raises(ValueError, match="does not fit"):
+        S.FixedDrawContext(1)((torch.zeros(1, 1, 30, 20), torch.tensor([1])))
 
 
 def test_fixed_draw_context_as_a_fixed_signal(mnist) -> None:
     x, y = mnist[0][:16], mnist[1][:16]
-    signal = P.signals.Fixed(S.FixedDrawContext(1))
+    signal = P.signals.Fixed(S.FixedDrawContext(1, layout="rows"))
     h1, t1 = signal((x, y, y))
     assert h1.shape == t1.shape == (16, 1, 28, 28) and torch.equal(h1, x)
     assert set(t1.unique().tolist()) == {-1.0, 1.0}  # a single cell fills the whole image
+
+
+# --- the reference package's import paths ----------------------------------------------------
+
+REFERENCE_PATHS = {
+    "sigprop.managers.manager": ["Manager", "Prepared", "Preset"],
+    "sigprop.loss.functional": [
+        "v1_input_label_direct", "v9_input_target_max_all", "v14_input_target_max_rand", "v15_input_target_topk",
+        "soft_target_cross_entropy", "similarity_format", "similarity_matrix_x", "similarity_matrix_xy",
+        "format_2dim_", "format_4dim_", "sim_2dim_", "sim_4dim_", "format_sim_2dim_", "format_sim_4dim_",
+    ],
+    "sigprop.loss.functional.input_label": ["v1_input_label_direct"],
+    "sigprop.loss.functional.input_target": ["v9_input_target_max_all", "v14_input_target_max_rand", "v15_input_target_topk"],
+    "sigprop.loss.functional.utils": ["soft_target_cross_entropy", "similarity_matrix_x", "format_sim_4dim_"],
+    "sigprop.loss.loss": ["Loss"],
+    "sigprop.propagators.functional": ["identity", "fixed", "forward"],
+    "sigprop.propagators.functional_other": ["identity", "fixed", "forward"],
+    "sigprop.propagators.propagator": ["Propagator"],
+    "sigprop.propagators.learn": ["Learn", "Loss"],
+    "sigprop.propagators.other": ["Identity", "Fixed", "Forward"],
+    "sigprop.propagators.signals.learn": ["Learn", "Loss"],
+    "sigprop.propagators.signals.other": ["Fixed"],
+    "sigprop.signals.functional": ["label_number_to_onehot", "distinct_batch_labels_onehot", "distinct_batch_labels", "label_vector_to_number"],
+    "sigprop.signals.functional_formatters": ["label_number_to_onehot", "label_vector_to_number"],
+    "sigprop.signals.signal": ["Signal"],
+    "sigprop.signals.formatters": ["Formatter", "LabelNumberToOnehot", "DistinctBatchLabelsOnehot"],
+    "sigprop.signals.generators": ["Generator", "ProjectionContext", "ProjectionContextInput", "FixedDrawContext"],
+    "sigprop.models.model": ["Model", "Forward"],
+    "sigprop.models.loop_back": ["LoopBack", "ForwardLoopBack"],
+    "sigprop.monitors.monitor": ["Monitor", "Group"],
+    "sigprop.monitors.loss": ["Loss", "LabelMetrics"],
+    "sigprop.utils": ["shape_numel"],
+}
+
+
+@pytest.mark.parametrize("path", list(REFERENCE_PATHS))
+def test_reference_import_paths(path: str) -> None:
+    """Code written against the reference package imports these modules and names; each is the
+    library's own object, not a copy."""
+    import importlib
+
+    module = importlib.import_module(path)
+    package = importlib.import_module(path.rsplit(".", 1)[0])
+    for name in REFERENCE_PATHS[path]:
+        obj = getattr(module, name)
+        if hasattr(package, name):
+            assert getattr(package, name) is obj, f"{path}.{name}"
+
+
+def test_reference_attribute_paths() -> None:
+    """Paths the reference's examples reach as attributes after ``import sigprop``."""
+    from sigprop import functional as sigpropF
+
+    assert sigprop.propagators.functional.forward is sigpropF.propagators.forward
+    assert sigprop.signals.functional.label_number_to_onehot is sigpropF.signals.label_number_to_onehot
+    assert sigprop.loss.functional.v9_input_target_max_all is sigprop.loss.v9_input_target_max_all
+    assert sigprop.managers.manager.Preset is sigprop.managers.Preset
 
 
 # --- utils -----------------------------------------------------------------------------------

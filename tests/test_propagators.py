@@ -14,6 +14,7 @@ from torch import Tensor, nn
 import sigprop
 from sigprop import propagators as P
 from sigprop.functional import propagators as FP
+from sigprop_steps import train_step
 
 LOSS = sigprop.loss.v9_input_target_max_all
 WIDTH = 32
@@ -251,7 +252,7 @@ def test_functional_propagators() -> None:
     h1, t1, c = FP.forward((h0, t0, 7), double)
     assert torch.equal(t1, torch.tensor([[6.0, 8.0]])) and h1.requires_grad and t1.requires_grad
     assert FP.forward((h0, None, 7), double)[1] is None
-    assert P.functional is FP
+    assert (P.functional.identity, P.functional.fixed, P.functional.forward) == (FP.identity, FP.fixed, FP.forward)
 
 
 def test_signal_propagators_return_h1_t1(batches) -> None:
@@ -318,6 +319,55 @@ def test_deferred_local_losses_match_immediate_steps(batches) -> None:
             torch.testing.assert_close(b[name][p], a[name][p], rtol=1e-5, atol=1e-6, msg=f"{name}.{p}")
 
 
+def fine_grained(deferred: P.LocalLosses | None) -> tuple[nn.Module, list[nn.Module]]:
+    """A CNN wrapped one operation at a time, as the reference's ``--sp-fine`` blocks: convolution
+    and norm learn, the in-place activations are ``Fixed``; the last block is pre-activation (its
+    in-place activation comes first inside the learning layer). Returns the model and its learners."""
+    torch.manual_seed(4)
+
+    def sgd(module: nn.Module) -> torch.optim.Optimizer | None:
+        return None if deferred is not None else torch.optim.SGD(module.parameters(), lr=0.05, momentum=0.9)
+
+    manager = sigprop.managers.Preset(sigprop.models.Forward, P.Loss, P.signals.Loss, sgd)
+    manager.config_signal(loss=LOSS, deferred=deferred)
+    manager.config_propagator(loss=LOSS, deferred=deferred)
+    generator = sigprop.signals.ProjectionContextInput(
+        nn.Linear(10, 4 * 14 * 14), nn.Conv2d(1, 4, 3, 2, 1), (10,), (4, 14, 14)
+    )
+    manager.set_signal(nn.Sequential(sigprop.signals.LabelNumberToOnehot(10), generator))
+    learners = [nn.Conv2d(4, 8, 3, 1, 1), nn.GroupNorm(2, 8), nn.Sequential(nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(8, 8, 3, 2, 1))]
+    network = nn.Sequential(
+        manager.add_propagator(learners[0]),
+        manager.add_propagator(learners[1]),
+        manager.add_propagator(nn.ReLU(inplace=True), P.Fixed),
+        manager.add_propagator(learners[2]),
+        manager.add_propagator(nn.Hardtanh(-2, 2, inplace=True), P.Fixed),
+        manager.add_propagator(nn.Flatten(), P.Forward),
+        manager.add_propagator(nn.Linear(8 * 7 * 7, 10), P.Identity),
+    )
+    return manager.set_model(network), [generator, *learners]
+
+
+def test_deferred_losses_with_in_place_activations(batches) -> None:
+    """One backward for all layers works with in-place activations between and inside the layers,
+    and makes the per-layer steps' update."""
+    images = [(x.view(-1, 1, 28, 28), y) for x, y in batches]
+    deferred = P.LocalLosses()
+    results = []
+    for collect in (None, deferred):
+        model, learners = fine_grained(collect)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        local = torch.optim.SGD(P.local_parameters(model), lr=0.05, momentum=0.9) if collect is not None else None
+        model.train()
+        for x, y in images:
+            train_step(model, x, y, y, optimizer, collect, local)
+        results.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    for n in results[0]:
+        torch.testing.assert_close(results[1][n], results[0][n], rtol=1e-5, atol=1e-6, msg=n)
+    assert P.writes_input(nn.ReLU(inplace=True)) and P.writes_input(learners[3])
+    assert not P.writes_input(nn.Sequential(nn.Conv2d(1, 1, 1), nn.ReLU(inplace=True)))
+
+
 def conv_layer(seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU())
@@ -349,6 +399,8 @@ def test_fuse_ht_default_follows_batch_statistics(mnist) -> None:
     normed = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
     assert P.Loss(plain, None, LOSS).fuse_ht is True
     assert P.Loss(normed, None, LOSS).fuse_ht is False
+    assert P.Loss(normed, None, LOSS, fuse_ht=True).fuse_ht is True
+    assert P.Loss(plain, None, LOSS, fuse_ht=False).fuse_ht is False
     assert P.uses_batch_statistics(normed) and not P.uses_batch_statistics(plain)
     # Why: batch norm in training mode would mix the statistics of h and t.
     h0, t0 = mnist[0][:8], mnist[0][8:16]
@@ -358,6 +410,96 @@ def test_fuse_ht_default_follows_batch_statistics(mnist) -> None:
     separate = P.Loss(copy.deepcopy(normed), None, LOSS)((h0, t0, None))
     torch.testing.assert_close(separate[0], normed(h0).detach())
     assert not torch.allclose(fused[0], separate[0], atol=1e-3)
+
+
+class Doubled(nn.Linear):
+    def forward(self, x: Tensor) -> Tensor:
+        return 2 * super().forward(x)
+
+
+class Block(nn.Sequential):
+    """A subclass of a listed container that keeps its forward."""
+
+
+def test_fusable_is_an_allow_list_checked_recursively() -> None:
+    exact = [
+        nn.Sequential(nn.Conv2d(1, 4, 3), nn.InstanceNorm2d(4, affine=True), nn.LeakyReLU(0.01, inplace=True)),
+        nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.LayerNorm(4), nn.ReLU(), nn.Dropout(0.0)),
+        nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.GELU(), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1)),
+        Block(nn.Linear(4, 4), nn.Softmax(dim=1)),
+        nn.Identity(),
+    ]
+    inexact = [
+        nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)),  # batch statistics
+        nn.InstanceNorm2d(4, track_running_stats=True),  # running statistics updated per call
+        nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.2)),  # one mask for h and t instead of two
+        nn.TransformerEncoderLayer(8, 2),  # dim 0 is the sequence
+        nn.LSTM(4, 4),
+        nn.utils.spectral_norm(nn.Linear(4, 4)),  # a power iteration per call (forward pre-hook)
+        nn.utils.parametrizations.spectral_norm(nn.Linear(4, 4)),  # the same, as a parametrization
+        nn.Sequential(nn.Linear(4, 4), Doubled(4, 4)),  # a listed type with a forward of its own
+        nn.Flatten(0),
+        nn.Softmax(),  # dim=None: dim 0 for 3-D inputs
+    ]
+    assert all(P.fusable(m) for m in exact)
+    assert not any(P.fusable(m) for m in inexact)
+    assert all(P.Loss(m, None, LOSS).fuse_ht is P.fusable(m) for m in exact + inexact)
+    assert nn.Linear in P.FUSABLE_TYPES and nn.BatchNorm2d not in P.FUSABLE_TYPES
+
+
+def sequence_first(images: Tensor) -> Tensor:
+    """Images ``(B, 1, 28, 28)`` as sequences of their 28 rows, sequence first: ``(28, B, 28)``."""
+    return images.squeeze(1).permute(1, 0, 2).contiguous()
+
+
+def test_a_sequence_first_transformer_layer_is_not_fused(mnist) -> None:
+    """Its dim 0 is the sequence: one call on ``cat([h, t])`` would attend across h and t."""
+    h0, t0, context = sequence_first(mnist[0][:8]), sequence_first(mnist[0][8:16]), mnist[1][:8]
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(28, 4, dim_feedforward=32, dropout=0.0, batch_first=False)
+    with torch.no_grad():
+        expected = layer(h0), layer(t0)  # the reference: two calls
+    prop = P.Loss(layer, None, LOSS)
+    assert prop.fuse_ht is False
+    h1, t1, _ = prop((h0, t0, context))
+    torch.testing.assert_close(h1, expected[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(t1, expected[1], rtol=1e-6, atol=1e-6)
+    h1_fused, t1_fused, _ = P.Loss(layer, None, LOSS, fuse_ht=True)((h0, t0, context))
+    assert float((h1_fused - expected[0]).abs().max()) > 0.1  # why it is not the default
+
+
+@pytest.mark.parametrize("norm", ["hook", "parametrization"])
+def test_spectral_norm_runs_its_power_iterations_as_the_reference(mnist, norm: str) -> None:
+    """Every call of a spectrally normalised layer in training mode runs one power iteration: the
+    reference runs two per step (``h``, then ``t``), and a fused or recomputed call would not."""
+    h0, t0, context = mnist[0][:16].flatten(1), mnist[0][16:32].flatten(1), mnist[1][:16]
+    spectral_norm = nn.utils.spectral_norm if norm == "hook" else nn.utils.parametrizations.spectral_norm
+
+    def layer() -> nn.Module:
+        torch.manual_seed(1)
+        return spectral_norm(nn.Linear(28 * 28, WIDTH))
+
+    reference = layer()
+    with torch.no_grad():
+        expected = reference(h0), reference(t0)
+    prop = P.Loss(layer(), None, LOSS)
+    h1, t1, _ = prop((h0, t0, context))
+    torch.testing.assert_close(h1, expected[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(t1, expected[1], rtol=1e-6, atol=1e-6)
+    _, t1_fused, _ = P.Loss(layer(), None, LOSS, fuse_ht=True)((h0, t0, context))
+    assert float((t1_fused - expected[1]).abs().max()) > 1e-3
+    # Fixed: even when t's rows follow h's in memory (as after a fused layer), two calls.
+    joined = torch.cat([h0, t0])
+    h1, t1, _ = P.Fixed(layer())((joined[:16], joined[16:], context))
+    torch.testing.assert_close(t1, expected[1], rtol=1e-6, atol=1e-6)
+    # The low-memory update would rerun the layer: it is not used here, so it is the plain step.
+    steps = []
+    for chunk in (None, 4):
+        module = layer()
+        P.Loss(module, torch.optim.SGD(module.parameters(), lr=0.1), LOSS, recompute_chunk=chunk)((h0, t0, context))
+        steps.append({n: p.detach().clone() for n, p in module.named_parameters()})
+    for n in steps[0]:
+        torch.testing.assert_close(steps[1][n], steps[0][n], rtol=0, atol=0)
 
 
 def test_loss_propagator_around_a_frozen_signal_trains_without_error() -> None:

@@ -6,9 +6,10 @@ A layer's output ``h1`` and the signal ``t1`` are compared sample against sample
 ``H*W`` positions, which equals one flattened matrix product divided by
 ``H*W``; computing it that way avoids a batched matmul over positions.
 
-A signal may carry one row per class instead of one per sample (``nets.Projection(per_class=True)``):
-then ``t`` has ``K`` rows and ``class_index`` gives each sample's row, and the helpers expand
-the ``(B, K)`` and ``(K, K)`` matrices to the ``(B, B)`` ones a per-sample signal would give.
+A signal may carry one row per class instead of one per sample, when its propagators say so
+(``per_class_signal=True``): then ``t`` has ``K`` rows, ``class_index`` gives each sample's row,
+and the helpers expand the ``(B, K)`` and ``(K, K)`` matrices to the ``(B, B)`` ones a per-sample
+signal would give.
 """
 from __future__ import annotations
 
@@ -17,6 +18,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+# The helpers for writing losses (the reference package's ``sigprop.loss.functional.utils``).
+__all__ = [
+    "format_2dim_",
+    "format_4dim_",
+    "format_sim_2dim_",
+    "format_sim_4dim_",
+    "sim_2dim_",
+    "sim_4dim_",
+    "similarity_format",
+    "similarity_matrix_x",
+    "similarity_matrix_xy",
+    "soft_target_cross_entropy",
+]
 
 
 def positions(x: Tensor) -> int:
@@ -39,21 +54,40 @@ def flat_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     return a.flatten(1), b.flatten(1)
 
 
+def per_class_signal(sp_learn: Any) -> bool:
+    """Whether the propagator ``sp_learn`` says its signal has one row per class.
+
+    Read from its ``per_class_signal`` attribute; ``False`` (one row per sample, the reference
+    package's only form) when it has none, e.g. for a loss called with ``sp_learn=None``.
+    """
+    return bool(getattr(sp_learn, "per_class_signal", False))
+
+
 def class_index(sp_learn: Any, h1: Tensor, t1: Tensor, context: Tensor | None) -> Tensor | None:
     """Each sample's row of ``t1`` when the signal has one row per class, else ``None``.
 
-    The propagator says which through its ``per_class_signal`` attribute (set by
-    ``engine.SigpropLearner``); without it, a ``t1`` with another batch size than ``h1``
-    is taken as one row per class. The class indices come from ``context`` (indices or one-hot).
+    Which of the two is the propagator's setting (``per_class_signal``), never read from the
+    shapes: they cannot tell the two apart when the batch is as large as the number of classes.
+    A signal whose row count contradicts the setting is an error. The class indices come from
+    ``context`` (indices or one-hot).
     """
-    per_class = getattr(sp_learn, "per_class_signal", None)
-    if per_class is None:
-        per_class = t1.shape[0] != h1.shape[0]
-    if not per_class:
+    if not per_class_signal(sp_learn):
+        if t1.shape[0] != h1.shape[0]:
+            raise ValueError(
+                f"the signal has {t1.shape[0]} rows for a batch of {h1.shape[0]}: a signal with one row "
+                "per class needs per_class_signal=True on its propagators"
+            )
         return None
     if context is None:
-        raise ValueError("a signal with one row per class needs the class indices as context")
-    return (context.argmax(1) if context.dim() > 1 else context).long()
+        raise ValueError("per_class_signal=True needs the class indices (or one-hot labels) as context")
+    if context.dim() > 1:
+        if t1.shape[0] != context.shape[1]:
+            raise ValueError(
+                f"per_class_signal=True needs one signal row per class: the signal has {t1.shape[0]} rows "
+                f"for {context.shape[1]} classes"
+            )
+        return context.argmax(1)
+    return context.long()
 
 
 def expand_columns(scores: Tensor, index: Tensor) -> Tensor:
@@ -124,3 +158,41 @@ def similarity_matrix_xy(x: Tensor, y: Tensor, dim: int = 1) -> Tensor:
     xn = similarity_format(x, dim)
     yn = similarity_format(y, dim)
     return xn.matmul(yn.transpose(dim, dim - 1)).clamp(-1, 1)
+
+
+# The reference package's helpers for building losses from per-sample or per-position similarities.
+
+
+def format_2dim_(h: Tensor, format: bool = True) -> Tensor:  # noqa: A002 - the reference's keyword
+    """``h`` as ``(B, features)``; with ``format``, centred and L2-normalised per sample (``similarity_format``)."""
+    h = h.flatten(1)
+    return similarity_format(h, dim=1) if format else h
+
+
+def format_4dim_(h: Tensor, format: bool = True) -> Tensor:  # noqa: A002 - the reference's keyword
+    """``(B, C, H, W)`` as ``(H*W, B, C)``, positions first; with ``format``, each position's
+    ``C``-vectors centred and L2-normalised."""
+    h = h.flatten(2).permute(2, 0, 1)
+    return similarity_format(h, dim=2) if format else h
+
+
+def sim_2dim_(h: Tensor, t: Tensor) -> Tensor:
+    """``h @ t.T`` for ``(B, features)`` tensors."""
+    return h @ t.t()
+
+
+def sim_4dim_(h: Tensor, t: Tensor) -> Tensor:
+    """For position-first ``(P, B, C)`` tensors (``format_4dim_``): ``h[p] @ t[p].T`` averaged over positions."""
+    return (h @ t.transpose(1, 2)).mean(0)
+
+
+def format_sim_2dim_(h: Tensor) -> Tensor:
+    """Centred cosine similarity of every sample of ``h`` with every other (``(B, B)``)."""
+    x = format_2dim_(h)
+    return sim_2dim_(x, x)
+
+
+def format_sim_4dim_(h: Tensor) -> Tensor:
+    """Per-position centred cosine similarities of the samples of ``(B, C, H, W)`` ``h``, averaged over positions."""
+    x = format_4dim_(h)
+    return sim_4dim_(x, x)

@@ -1,11 +1,11 @@
 """Models: put the signal in front of the wrapped network and handle inputs and outputs."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 from torch import Tensor, nn
 
-from ..propagators.base import global_parameters
+from ..propagators.base import Propagator
 
 _NOT_GIVEN: Any = object()
 
@@ -34,9 +34,24 @@ class Model(nn.Module):
         self.signal = signal
         self.model = model
 
-    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
-        """Only the parameters the user's optimizer must train (never the layers that train themselves)."""
-        return global_parameters(self.model, self.signal)
+    def parameters(self, recurse: bool = True) -> list[nn.Parameter]:  # type: ignore[override]
+        """The parameters of the layers the user's optimizer trains, as the reference package: a list
+        of every parameter inside the network's propagators trained that way (``Identity``, and
+        custom ``Propagator`` subclasses), frozen ones included, so that ``requires_grad_`` and
+        ``zero_grad`` reach them. Never the layers that train themselves (``Loss``, the signal).
+
+        Parameters of layers the network holds outside any propagator are not included: the
+        user's optimizer must train those too, and ``propagators.global_parameters(model)``
+        lists both. ``recurse=False``: the parameters registered on the model itself, as for any
+        ``nn.Module``. ``named_parameters()`` and ``state_dict()`` cover everything.
+        """
+        if not recurse:
+            return list(super().parameters(recurse=False))
+        params: dict[int, nn.Parameter] = {}
+        for m in self.model.modules():
+            if isinstance(m, Propagator) and m.trained_by == "global":
+                params.update((id(p), p) for p in m.parameters())
+        return list(params.values())
 
     def forward(self, input: Any, context: Any = _NOT_GIVEN) -> Tensor:
         raise NotImplementedError

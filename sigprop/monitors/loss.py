@@ -6,7 +6,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..loss.similarity import flat_pair
+from ..loss.base import needs_per_class_signal
+from ..loss.similarity import flat_pair, per_class_signal
 from ..propagators.base import LossFn
 from .monitor import LossAccuracySums, Monitor
 
@@ -21,19 +22,21 @@ class Loss(Monitor):
         raise NotImplementedError
 
 
-def label_match_accuracy(h1: Tensor, t1: Tensor, context: Tensor, per_class: bool | None = None) -> Tensor:
+def label_match_accuracy(h1: Tensor, t1: Tensor, context: Tensor, per_class: bool) -> Tensor:
     """Per-sample 0/1: does the target that best matches each input (argmax of ``h1 @ t1.T``) have its label?
 
-    With one signal row per sample the best target's label is compared with the input's
-    label; with one row per class the best row index is compared with the label (so a
-    class absent from the batch can still be chosen). ``per_class=None`` takes ``t1`` as one
-    row per class when its batch size differs from ``h1``'s.
+    With one signal row per sample (``per_class=False``) the best target's label is compared
+    with the input's label; with one row per class the best row index is compared with the
+    label (so a class absent from the batch can still be chosen).
     """
+    if not per_class and t1.shape[0] != h1.shape[0]:
+        raise ValueError(
+            f"the signal has {t1.shape[0]} rows for a batch of {h1.shape[0]}: a signal with one row "
+            "per class needs per_class_signal=True on its propagators"
+        )
     labels = context.argmax(1) if context.dim() > 1 else context
     a, b = flat_pair(h1, t1)
     best = (a @ b.t()).argmax(1)
-    if per_class is None:
-        per_class = h1.shape[0] != t1.shape[0]
     if per_class:
         return best == labels
     return labels[best] == labels
@@ -41,6 +44,11 @@ def label_match_accuracy(h1: Tensor, t1: Tensor, context: Tensor, per_class: boo
 
 class LabelMetrics(Loss, LossAccuracySums):
     """Accumulates a layer's loss and label-match accuracy on the device, read once per epoch.
+
+    Besides ``values()``, the reference package's attributes: ``loss_sum`` (loss times samples),
+    ``acc_sum`` (correct samples), ``count``, ``loss_last`` and ``acc_last`` (the last batch's).
+    They are tensors on the layer's device (0 after ``reset``), so recording never waits for the
+    device; ``float(...)`` reads one.
 
     Args:
         name: the layer's name in reports (e.g. ``layer03``).
@@ -54,14 +62,24 @@ class LabelMetrics(Loss, LossAccuracySums):
 
     def reset(self) -> None:
         LossAccuracySums.reset(self)
+        self.loss_last: Tensor | float = 0.0
+        self.acc_last: Tensor | float = 0.0
+
+    @property
+    def acc_sum(self) -> Tensor | float:
+        """Correct samples since the last ``reset`` (the reference's name for ``correct``)."""
+        return self.correct
 
     def __call__(self, sp_learn: Any, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Tensor:
         loss = self.loss(sp_learn, h1, t1, h0, t0, context)
         with torch.no_grad():
             correct = None
             if context is not None:
-                per_class = getattr(sp_learn, "per_class_signal", None)
+                # v1 reads the signal's rows as classes by definition; the others ask the propagator.
+                per_class = per_class_signal(sp_learn) or needs_per_class_signal(self.loss)
                 correct = label_match_accuracy(h1, t1, context, per_class).sum()
+                self.acc_last = correct / h1.shape[0]
+            self.loss_last = loss.detach()
             self.add(loss, correct, h1.shape[0])
         return loss
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 
@@ -56,8 +57,12 @@ class LossAccuracySums:
         self.count = 0
 
     def add(self, loss: Tensor, correct: Tensor | None, n: int) -> None:
-        """Add a batch of ``n`` samples with mean ``loss`` and ``correct`` right answers (``None``: unknown)."""
-        self.loss_sum = self.loss_sum + loss.detach().float() * n
+        """Add a batch of ``n`` samples with mean ``loss`` and ``correct`` right answers (``None``: unknown).
+
+        The sum keeps the loss's precision (float64 stays float64; half precisions are summed in float32).
+        """
+        loss = loss.detach()
+        self.loss_sum = self.loss_sum + loss.to(torch.promote_types(loss.dtype, torch.float32)) * n
         if correct is not None:
             self.correct = self.correct + correct
         self.count += n

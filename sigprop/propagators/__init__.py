@@ -1,11 +1,11 @@
 """Propagators: wrap each layer so it trains from its input and the signal as soon as it sees them."""
-from ..functional import propagators as functional
-from . import signals
+from . import functional, signals
 from .base import LocalLearner, LocalLosses, LossUpdate, Propagator, global_parameters, local_parameters
-from .learn import Learn, Loss, recomputable, uses_batch_statistics
+from .learn import FUSABLE_TYPES, Learn, Loss, fusable, recomputable, uses_batch_statistics, writes_input
 from .other import Fixed, Forward, Identity
 
 __all__ = [
+    "FUSABLE_TYPES",
     "Fixed",
     "Forward",
     "Identity",
@@ -16,9 +16,11 @@ __all__ = [
     "LossUpdate",
     "Propagator",
     "functional",
+    "fusable",
     "global_parameters",
     "local_parameters",
     "recomputable",
     "signals",
     "uses_batch_statistics",
+    "writes_input",
 ]

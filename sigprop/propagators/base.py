@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, Callable, ClassVar, Iterator
 
 import torch
@@ -20,9 +21,15 @@ class Propagator(nn.Module):
 
     trained_by: ClassVar[str] = "global"
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module | None = None) -> None:
         super().__init__()
-        self.module = module
+        if module is not None:  # a subclass may set ``self.module`` itself, as in the reference package
+            self.module = module
+
+    @classmethod
+    def manage(cls, manager: Any, module: nn.Module, **kwargs: Any) -> "Propagator":
+        """Wrap ``module`` in this class through ``manager.add_propagator`` (with the manager's defaults)."""
+        return manager.add_propagator(module, cls, **kwargs)
 
 
 class LocalLosses:
@@ -43,10 +50,12 @@ class LocalLosses:
         self.losses.append(loss)
 
     def pop_sum(self) -> Tensor | None:
-        """The sum of the collected losses (``None`` if there are none); empties the collection."""
+        """The sum of the collected losses (``None`` if there are none), in the widest of their
+        precisions and at least float32; empties the collection."""
         if not self.losses:
             return None
-        total = torch.stack([loss.float() for loss in self.losses]).sum()
+        dtype = functools.reduce(torch.promote_types, (loss.dtype for loss in self.losses), torch.float32)
+        total = torch.stack([loss.to(dtype) for loss in self.losses]).sum()
         self.losses.clear()
         return total
 
@@ -104,15 +113,30 @@ class LocalLearner(Propagator):
     """A propagator whose layer learns from a local loss (``train_`` in training mode, ``eval_`` otherwise)."""
 
     trained_by: ClassVar[str] = "local"
-    # Whether the signal reaching this layer has one row per class (``True``), one per sample
-    # (``False``), or unknown (``None``: the losses infer it from the batch sizes of ``h`` and ``t``).
-    per_class_signal: bool | None = None
+    # Whether the signal reaching this layer has one row per class (``True``) or one per sample
+    # (``False``, the reference package's form). The losses and monitors read it from here; they
+    # never guess it from the batch sizes of ``h`` and ``t``.
+    per_class_signal: bool = False
 
     def train_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Any:
         raise NotImplementedError
 
     def eval_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Any:
         raise NotImplementedError
+
+    def check_can_learn(self) -> None:
+        """Refuse a training-mode pass with a signal where no gradient can be computed.
+
+        Under ``torch.no_grad()`` (or ``inference_mode``) a training-mode forward with labels could
+        not update the layer; rather than skip the update silently, this raises (the reference
+        package fails there too, at its ``backward``).
+        """
+        if self.training and not torch.is_grad_enabled():
+            raise RuntimeError(
+                f"{type(self).__name__} is in training mode and got labels under torch.no_grad(): it cannot "
+                "learn there. Call model.eval() to measure the local losses without updates, or run the "
+                "training step with gradients enabled"
+            )
 
     def learn(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Any:
         """``train_`` in training mode, ``eval_`` in evaluation mode."""

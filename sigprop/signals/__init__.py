@@ -1,4 +1,5 @@
 """Signals: generators build the learning signal from the target; formatters prepare the target."""
+from . import functional
 from .base import Formatter, Generator, Signal
 from .formatters import DistinctBatchLabels, DistinctBatchLabelsOnehot, LabelNumberToOnehot, LabelVectorToNumber
 from .generators import FixedDrawContext, ProjectionContext, ProjectionContextInput
@@ -14,4 +15,5 @@ __all__ = [
     "ProjectionContext",
     "ProjectionContextInput",
     "Signal",
+    "functional",
 ]

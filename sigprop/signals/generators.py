@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Sequence
 
 import torch
@@ -101,49 +102,104 @@ def digit_glyphs() -> Tensor:
     return torch.tensor([[[float(c) for c in row] for row in digit] for digit in _DIGITS])
 
 
+LAYOUTS = ("reference", "rows")
+
+
+def digit_cells(label: int, cell: int, height: int, width: int, layout: str) -> list[tuple[int, int, int]]:
+    """Where the digits of ``label`` go: ``(digit, top, left)`` of each drawn ``cell x cell`` square.
+
+    ``reference``: down the first column of cells from the top-left; when the next cell would
+    reach the image's bottom edge, the next column starts at the top and the digit that found no
+    room is not drawn (the reference package's placement). ``rows``: every digit, left to right,
+    then top to bottom.
+    """
+    digits = [int(d) for d in str(label)]
+    if layout == "rows":
+        cols = width // cell
+        if len(digits) > cols * (height // cell):
+            raise ValueError(f"label {label} has {len(digits)} digits but the image holds {cols * (height // cell)} cells")
+        return [(d, (k // cols) * cell, (k % cols) * cell) for k, d in enumerate(digits)]
+    placed, top, left = [], 0, 0
+    for d in digits:
+        if top + cell < height:
+            if left + cell > width:
+                raise ValueError(
+                    f"label {label}: a {cell}x{cell} digit cell at column {left} does not fit an image {width} pixels wide"
+                )
+            placed.append((d, top, left))
+            top += cell
+        else:
+            top, left = 0, left + cell
+    return placed
+
+
 class FixedDrawContext(Generator):
     """Draws each label's decimal digits into an image-shaped signal (no learning).
 
-    The image is cut into ``places`` square cells; digit ``k`` of the label goes into
-    cell ``k`` (left to right, then top to bottom) as its glyph scaled to the cell,
-    with strokes at +1 and the glyph's background at -1; the rest of the image is 0.
+    The image is cut into square cells of side ``int(sqrt(H * W // places))``; each digit goes
+    into a cell as its 7x7 glyph scaled to the cell, strokes at +1 and the glyph's background at
+    -1; the rest of the image is 0. Every channel holds the same drawing.
 
     Args:
-        places: how many digit cells the image holds (at least the number of digits of the largest label).
+        places: how many digit cells the image holds.
+        layout: ``"reference"`` (default, for ported code and results): the reference package's
+            placement, digit after digit down the first column of cells, then the next column. As
+            there, a digit is not drawn where the next cell would reach the image's bottom edge
+            (the next one goes to the top of the next column): with ``places=1`` on a square
+            image nothing is drawn, and with ``places=4`` only the first digit of a two-digit
+            label. A warning says so. ``"rows"``: every digit is drawn, left to right, then top
+            to bottom; a label with more digits than cells is an error.
+
+    Labels come as class indices ``(B,)``, numbers ``(B, 1)`` (``LabelVectorToNumber``) or
+    one-hot rows ``(B, K)``.
     """
 
-    def __init__(self, places: int) -> None:
+    def __init__(self, places: int, layout: str = "reference") -> None:
         super().__init__()
         if int(places) < 1:
             raise ValueError(f"places must be at least 1, got {places}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         self.places = int(places)
+        self.layout = layout
         self.register_buffer("glyphs", digit_glyphs() * 2 - 1, persistent=False)
 
-    def draw(self, labels: Tensor, shape: Shape) -> Tensor:
-        """Images ``(B,) + shape`` (``shape = (C, H, W)``) of the given integer labels."""
+    def draw(self, labels: Tensor, shape: Shape, num_labels: int | None = None) -> Tensor:
+        """Images ``(B,) + shape`` (``shape = (C, H, W)``) of the given integer labels
+        (all below ``num_labels``; ``None``: read their maximum)."""
         c, height, width = shape
         cell = int(math.sqrt((height * width) // self.places))
-        cols, rows = width // max(cell, 1), height // max(cell, 1)
-        if cell < 1 or cols * rows < 1:
+        if cell < 1:
             raise ValueError(f"an image of {height}x{width} cannot hold {self.places} digit cells")
-        n_labels = int(labels.max()) + 1
-        n_digits = len(str(n_labels - 1))
-        if n_digits > cols * rows:
-            raise ValueError(f"label {n_labels - 1} has {n_digits} digits but the image holds {cols * rows} cells")
+        if num_labels is None:
+            num_labels = int(labels.max()) + 1
         glyphs = F.adaptive_avg_pool2d(self.glyphs.unsqueeze(1), (cell, cell)).squeeze(1)
-        templates = torch.zeros(n_labels, height, width, device=labels.device)
-        for label in range(n_labels):
-            for k, digit in enumerate(str(label)):
-                r, q = divmod(k, cols)
-                templates[label, r * cell : (r + 1) * cell, q * cell : (q + 1) * cell] = glyphs[int(digit)]
+        templates = torch.zeros(num_labels, height, width, device=labels.device)
+        dropped = []
+        for label in range(num_labels):
+            cells = digit_cells(label, cell, height, width, self.layout)
+            if len(cells) < len(str(label)):
+                dropped.append(label)
+            for digit, top, left in cells:
+                templates[label, top : top + cell, left : left + cell] = glyphs[digit]
+        if dropped:
+            warnings.warn(
+                f"FixedDrawContext(places={self.places}, layout='reference') on {height}x{width} images leaves "
+                f"digits of {len(dropped)} of {num_labels} labels undrawn (label {dropped[0]} first), as the "
+                "reference package does; layout='rows' draws every digit",
+                stacklevel=2,
+            )
         return templates[labels.long()].unsqueeze(1).expand(-1, c, -1, -1)
 
     def forward(self, input: tuple[Tensor, Tensor | None]) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
         h0, t0 = input
         if t0 is None:
             return h0, None, h0, t0
-        labels = t0.argmax(1) if t0.dim() > 1 else t0
-        return h0, self.draw(labels, h0.shape[1:]).to(h0.dtype), h0, t0
+        if t0.dim() > 1 and t0.shape[1] > 1:  # one-hot rows: their width is the number of labels
+            t1 = self.draw(t0.argmax(1), h0.shape[1:], t0.shape[1])
+        else:
+            t1 = self.draw(t0.reshape(t0.shape[0]), h0.shape[1:])
+        return h0, t1.to(h0.dtype), h0, t0
 
     def extra_repr(self) -> str:
-        return f"places={self.places}"
+        return f"places={self.places}, layout={self.layout!r}"

@@ -1,6 +1,8 @@
 """Propagators that wrap the signal and train its modules from a local loss."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -10,12 +12,21 @@ Input = tuple[Tensor, "Tensor | None", "Tensor | None"]
 Output = tuple[Tensor, "Tensor | None"]
 
 
+def manage_signal(cls: type, manager: Any, module: nn.Module, **kwargs: Any) -> nn.Module:
+    """Wrap ``module`` in the signal propagator ``cls`` through ``manager.set_signal``."""
+    return manager.set_signal(module, cls, **kwargs)
+
+
 class Learn(LocalLearner):
     """Base of the signal propagators that learn; subclasses define ``train_`` and ``eval_``.
 
     Forward: ``(h1, t1, h0, t0) = module((h0, t0))`` on detached inputs, the local learning
-    step when a target is given, and ``(h1.detach(), t1.detach())`` out.
+    step when a target is given, and ``(h1.detach(), t1.detach())`` out. ``manage(manager,
+    module, **kwargs)`` wraps through ``manager.set_signal`` (the reference package's version
+    adds the signal as a hidden layer).
     """
+
+    manage = classmethod(manage_signal)  # type: ignore[assignment]
 
     def forward(self, input: Input) -> Output:
         h0, t0, context = input
@@ -23,6 +34,7 @@ class Learn(LocalLearner):
         if t0 is None:
             h1, t1, _, _ = self.module((h0, None))
             return h1.detach(), t1
+        self.check_can_learn()
         t0 = t0.detach()
         if context is not None:
             context = context.detach()
@@ -39,8 +51,8 @@ class Loss(LossUpdate, Learn):
         optimizer: optimizer over the signal's parameters (``None``: compute the loss only).
         loss: the local loss.
         deferred: collect the loss here instead of stepping now (see ``LocalLosses``).
-        per_class_signal: the signal has one row per class (``True``) or one per sample (``False``);
-            ``None`` leaves it to the losses (see ``LocalLearner``).
+        per_class_signal: the signal has one row per class (``True``) or one per sample (``False``:
+            the reference package's form).
     """
 
     def __init__(
@@ -49,8 +61,8 @@ class Loss(LossUpdate, Learn):
         optimizer: torch.optim.Optimizer | None,
         loss: LossFn,
         deferred: LocalLosses | None = None,
-        per_class_signal: bool | None = None,
+        per_class_signal: bool = False,
     ) -> None:
         super().__init__(module)
         self._set_update(optimizer, loss, deferred)
-        self.per_class_signal = per_class_signal
+        self.per_class_signal = bool(per_class_signal)

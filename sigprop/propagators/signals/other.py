@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from ..base import Propagator
+from .learn import manage_signal
 
 Input = tuple[Tensor, "Tensor | None", "Tensor | None"]
 Output = tuple[Tensor, "Tensor | None"]
@@ -16,6 +17,7 @@ class Fixed(Propagator):
     """Runs a constructed signal (a fixed projection or drawing) with no learning; outputs detached."""
 
     trained_by: ClassVar[str] = "nobody"
+    manage = classmethod(manage_signal)  # type: ignore[assignment]
 
     def forward(self, input: Input) -> Output:
         h0, t0, _ = input

@@ -1,4 +1,4 @@
-"""Managers: configure signal, propagators and model once, then wrap an existing network layer by layer."""
+"""Manager, Prepared and Preset: wrap an existing network layer by layer with classes chosen once."""
 from __future__ import annotations
 
 import inspect
@@ -7,7 +7,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .monitors.monitor import Group
+from ..monitors.monitor import Group
 
 OptimizerBuilder = Callable[[nn.Module], "torch.optim.Optimizer | None"]
 
@@ -28,7 +28,7 @@ class Manager:
         self.signal: nn.Module | None = None
         self.propagators: list[nn.Module] = []
 
-    def set_signal(self, module: nn.Module, **kwargs: Any) -> nn.Module:
+    def set_signal(self, module: nn.Module, signal_cls: type | None = None, **kwargs: Any) -> nn.Module:
         raise NotImplementedError
 
     def add_propagator(self, module: nn.Module, propagator_cls: type | None = None, **kwargs: Any) -> nn.Module:
@@ -86,12 +86,13 @@ class Prepared(Manager):
             kwargs = dict(kwargs, loss=monitor)
         return kwargs
 
-    def set_signal(self, module: nn.Module, **kwargs: Any) -> nn.Module:
-        """Wrap the signal in ``signal_cls``."""
+    def set_signal(self, module: nn.Module, signal_cls: type | None = None, **kwargs: Any) -> nn.Module:
+        """Wrap the signal in ``signal_cls`` (default: the manager's)."""
         if self.signal is not None:
             raise RuntimeError("set_signal() was already called on this manager")
-        kwargs = self._monitored("signal", accepted_kwargs(self.signal_cls, kwargs))
-        self.signal = self.signal_cls(module, **kwargs)
+        cls = self.signal_cls if signal_cls is None else signal_cls
+        kwargs = self._monitored("signal", accepted_kwargs(cls, kwargs))
+        self.signal = cls(module, **kwargs)
         return self.signal
 
     def add_propagator(self, module: nn.Module, propagator_cls: type | None = None, **kwargs: Any) -> nn.Module:
@@ -170,10 +171,10 @@ class Preset(Prepared):
             merged["optimizer"] = self.optimizer_builder(module)
         return merged
 
-    def set_signal(self, module: nn.Module, **kwargs: Any) -> nn.Module:
+    def set_signal(self, module: nn.Module, signal_cls: type | None = None, **kwargs: Any) -> nn.Module:
         if self.signal is not None:
             raise RuntimeError("set_signal() was already called on this manager")
-        return super().set_signal(module, **self._with_optimizer(module, self.signal_kwargs, kwargs))
+        return super().set_signal(module, signal_cls, **self._with_optimizer(module, self.signal_kwargs, kwargs))
 
     def add_propagator(self, module: nn.Module, propagator_cls: type | None = None, **kwargs: Any) -> nn.Module:
         cls = self.propagator_cls if propagator_cls is None else propagator_cls
