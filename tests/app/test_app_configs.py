@@ -83,8 +83,9 @@ def test_every_group_has_its_options() -> None:
 
 
 @pytest.mark.parametrize("dataset", options("dataset"))
-def test_dataset_option_builds(dataset: str, data_dir: Path) -> None:
+def test_dataset_option_builds(dataset: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Every dataset config instantiates; the ones present offline load and train one batch."""
+    data_dir = request.getfixturevalue("mnist_data_dir") if dataset == "mnist" else tmp_path
     subsets = ["dataset.train_subset=200", "dataset.test_subset=100"]
     cfg = compose_config([f"dataset={dataset}", f"data_dir={data_dir}", *subsets, *SMALL_MLP])
     parts = build.build_parts(cfg, build.choices_of(cfg))
