@@ -13,6 +13,8 @@ from typing import Sequence
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+import sigprop.engine.config  # noqa: F401  registers train_schema, the first entry of conf/config.yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"
 TRAIN = ROOT / "train.py"

@@ -16,7 +16,8 @@ RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "summary.json", "wandb")
 
 def test_sweep_writes_one_run_per_job_with_offline_wandb(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    train_ok(["-m", "loss=v9,v15", "logger=wandb", *TINY, f"hydra.sweep.dir={sweep}"], tmp_path)
+    # Overrides on both sides of -m, as in the README's `python train.py signal=projection loss=v9 -m epochs=3`.
+    train_ok(["loss=v9,v15", "-m", "logger=wandb", *TINY, f"hydra.sweep.dir={sweep}"], tmp_path)
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1"]
     group = f"{tmp_path.name}_sweep"  # the sweep's id: the sweep folder's last two parts
@@ -77,13 +78,14 @@ def test_same_command_twice_gives_the_same_metrics(tmp_path: Path) -> None:
 
 BAD = {
     "unknown option": (["loss=v99"], "loss/v99"),
-    "wrong type": (["epochs=abc"], "epochs='abc'"),
+    "wrong type": (["epochs=abc"], "epochs=abc: Value 'abc'"),
     "unknown key": (["learning_rate=0.1"], "learning_rate"),
     "unknown key in a group": (["model.width=3"], "model.width"),
     "setting its target rejects": (["+model.width=3"], "model=mlp_small"),
     "signal that does not fit the data": (["signal=draw", "signal.places=1000"], "signal=draw"),
     "loss that does not fit the signal": (["loss=v1"], "signal.per_class=true"),  # v1 needs one signal row per class
-    "bad value in a sweep": (["-m", "loss=v9,v15", "batch_size=64,many"], "batch_size='many'"),
+    "bad type in a sweep": (["-m", "loss=v9,v15", "batch_size=64,many"], "batch_size=many: Value 'many'"),
+    "bad choice in a sweep's last job": (["-m", "loss=v9,v1"], "(in the sweep's job"),  # v1 needs signal.per_class
 }
 
 
