@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-from app_helpers import ROOT, TINY, read_metrics, train, train_ok, without_timing
+from app_helpers import TINY, load_compare, read_metrics, train, train_ok, without_timing
 
 RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "summary.json", "wandb")
 
@@ -42,16 +39,6 @@ def test_sweep_writes_one_run_per_job_with_offline_wandb(tmp_path: Path) -> None
     assert [float(row["final test acc"]) for row in table] == [read_metrics(j)[-1]["test/acc"] for j in jobs]
     for png in ("layers.png", "test_acc.png"):
         assert (tmp_path / "compare" / png).read_bytes().startswith(b"\x89PNG")
-
-
-def load_compare() -> ModuleType:
-    """experiments/compare.py as a module (experiments/ is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("compare", ROOT / "experiments" / "compare.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_resume_gives_the_metrics_of_an_uninterrupted_run(tmp_path: Path) -> None:
