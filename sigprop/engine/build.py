@@ -245,19 +245,19 @@ class Job:
     history: list[dict[str, float]] = field(default_factory=list)
 
     def describe(self) -> str:
-        """The run's start line: device, threads, parameters, data and where it writes."""
+        """The run's start line: what trains on which device, its parameters, the data and where it writes."""
         model = self.step.model
         local = sum(p.numel() for p in local_parameters(model))
         total = local + sum(p.numel() for p in global_parameters(model))
+        n = torch.get_num_threads()
+        threads = f" ({n} thread{'s' if n > 1 else ''})" if self.device.type == "cpu" else ""
+        what = ", ".join(label(g, self.choices) for g in ("model", "propagator"))
         data = self.data
-        threads = torch.get_num_threads() if self.device.type == "cpu" else None
+        shape = "x".join(map(str, data.input_shape))
         return (
-            f"{self.choices.get('propagator', 'run')} on {self.device}"
-            + (f" ({threads} threads)" if threads else "")
-            + f": {label('model', self.choices)} with {total:,} parameters"
-            + f" ({local:,} trained by local losses, {total - local:,} by the output loss);"
-            + f" {data.name} {len(data.train_labels):,} train / {len(data.test_labels):,} test images"
-            + f" {'x'.join(map(str, data.input_shape))}, {data.num_classes} classes; run folder {self.run_dir}"
+            f"start: {what}, step.mode={_value(self.cfg.step.mode)} on {self.device}{threads}: {total:,} parameters "
+            f"({local:,} local, {total - local:,} global); {data.name}: {len(data.train_labels):,} train / "
+            f"{len(data.test_labels):,} test images {shape}, {data.num_classes} classes; run folder {self.run_dir}"
         )
 
 

@@ -100,9 +100,15 @@ def test_existing_run_is_never_overwritten(tmp_path: Path) -> None:
 
 
 def test_readme_command_trains_the_default_network(tmp_path: Path) -> None:
-    """``python train.py`` (here one epoch of its ten): the default network on the embedded MNIST subset."""
-    result = train_ok(["epochs=1", "hydra.run.dir=run"], tmp_path, timeout=600)
+    """``python train.py`` (here one epoch of its twenty): the default network on the embedded MNIST subset,
+    with one start line and, asked for, the composed config printed once."""
+    result = train_ok(["epochs=1", "print_config=true", "hydra.run.dir=run"], tmp_path, timeout=600)
     assert "final test accuracy" in result.stdout
+    (start,) = [line for line in result.stdout.splitlines() if "] - start: " in line]
+    assert "model=mlp_small, propagator=loss, step.mode=fused on cpu" in start
+    assert "1,880,074 parameters (1,869,824 local, 10,250 global); embedded: 10,000 train / 10,000 test" in start
+    assert start.endswith(f"run folder {tmp_path / 'run'}")
+    assert result.stdout.count("config:\n") == 1 and result.stdout.count("\nstep:\n  mode: fused\n") == 1
     (row,) = read_metrics(tmp_path / "run")
     assert row["test/acc"] > 0.85  # one epoch on 10,000 images
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
