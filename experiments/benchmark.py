@@ -454,7 +454,7 @@ def parse(argv: list[str] | None = None) -> tuple[list[str], Timing, argparse.Na
             p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes", "on"), default=None)
         else:
             p.add_argument(flag, type=int, default=None)
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # options and overrides in any order
     timing = replace(Timing(), **{k: getattr(args, k) for k in Timing.__dataclass_fields__ if getattr(args, k) is not None})
     unknown = [m for m in timing.methods if m not in METHODS]
     if unknown:

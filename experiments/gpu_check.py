@@ -109,7 +109,7 @@ def main() -> int:
     p.add_argument("overrides", nargs="*", help="train.py overrides: the network, data and device to check on")
     p.add_argument("--checks", default="equivalence,nosync", help="comma-separated: equivalence, nosync, compile")
     p.add_argument("--json", type=Path, default=None)
-    args = p.parse_args()
+    args = p.parse_intermixed_args()  # options and overrides in any order
     data, device = B.load_data(args.overrides)
     report: dict[str, Any] = {"machine": B.machine(device), "torch": torch.__version__, "overrides": args.overrides}
     ok = True
