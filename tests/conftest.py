@@ -13,6 +13,7 @@ import os
 import shutil
 import tarfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -143,6 +144,29 @@ def cifar10_subset(cifar10_extracted: Path) -> tuple[torch.Tensor, torch.Tensor,
         return (x - mean) / std, torch.tensor(labels)
 
     return (*load("train"), *load("test"))
+
+
+# ----------------------------------------------------------------------------- threads and markers
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread() -> Iterator[None]:
+    """One torch thread: the tests' networks are small, and when other processes hold the cores a second
+    OpenMP thread waits for one at every barrier (steps then take 10-30 times longer)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# Whole modules of minutes-long learning runs, marked here so the quick check (-m "not slow") leaves them out.
+SLOW_MODULES = ("test_learning.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 # ----------------------------------------------------------------------------- every test must run in CI

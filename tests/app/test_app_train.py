@@ -41,6 +41,7 @@ def test_sweep_writes_one_run_per_job_with_offline_wandb(tmp_path: Path) -> None
         assert (tmp_path / "compare" / png).read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 def test_resume_gives_the_metrics_of_an_uninterrupted_run(tmp_path: Path) -> None:
     # Dropout and the embedded set's random crops use the torch and data-order random streams,
     # so an exact match needs every random state restored.
@@ -54,6 +55,7 @@ def test_resume_gives_the_metrics_of_an_uninterrupted_run(tmp_path: Path) -> Non
     assert (tmp_path / "first" / "metrics.jsonl").read_text().count("\n") == 1  # the first run is left as it was
 
 
+@pytest.mark.slow
 def test_same_command_twice_gives_the_same_metrics(tmp_path: Path) -> None:
     args = [*TINY, "epochs=2", "logger=none", "signal=context", "loss=v9"]
     train_ok([*args, f"hydra.run.dir={tmp_path / 'a'}"], tmp_path)
@@ -63,20 +65,23 @@ def test_same_command_twice_gives_the_same_metrics(tmp_path: Path) -> None:
     assert a[1]["train/acc"] != a[0]["train/acc"]  # it trained
 
 
-BAD = {
-    "unknown option": (["loss=v99"], "loss/v99"),
-    "wrong type": (["epochs=abc"], "epochs=abc: Value 'abc'"),
-    "unknown key": (["learning_rate=0.1"], "learning_rate"),
-    "unknown key in a group": (["model.width=3"], "model.width"),
-    "setting its target rejects": (["+model.width=3"], "model=mlp_small"),
-    "signal that does not fit the data": (["signal=draw", "signal.places=1000"], "signal=draw"),
-    "loss that does not fit the signal": (["loss=v1"], "signal.per_class=true"),  # v1 needs one signal row per class
-    "bad type in a sweep": (["-m", "loss=v9,v15", "batch_size=64,many"], "batch_size=many: Value 'many'"),
-    "bad choice in a sweep's last job": (["-m", "loss=v9,v1"], "(in the sweep's job"),  # v1 needs signal.per_class
+slow = pytest.mark.slow
+BAD = {  # the quick check keeps one error of each kind: composition, building, and a sweep's last job
+    "unknown option": (["loss=v99"], "loss/v99", slow),
+    "wrong type": (["epochs=abc"], "epochs=abc: Value 'abc'", ()),
+    "unknown key": (["learning_rate=0.1"], "learning_rate", slow),
+    "unknown key in a group": (["model.width=3"], "model.width", slow),
+    "setting its target rejects": (["+model.width=3"], "model=mlp_small", slow),
+    "signal that does not fit the data": (["signal=draw", "signal.places=1000"], "signal=draw", ()),
+    "loss that does not fit the signal": (["loss=v1"], "signal.per_class=true", slow),  # v1: one signal row per class
+    "bad type in a sweep": (["-m", "loss=v9,v15", "batch_size=64,many"], "batch_size=many: Value 'many'", slow),
+    "bad choice in a sweep's last job": (["-m", "loss=v9,v1"], "(in the sweep's job", ()),  # v1 needs signal.per_class
 }
 
 
-@pytest.mark.parametrize("overrides,names", BAD.values(), ids=BAD.keys())
+@pytest.mark.parametrize(
+    "overrides,names", [pytest.param(o, n, marks=m, id=k) for k, (o, n, m) in BAD.items()]
+)
 def test_bad_config_stops_with_one_line_before_writing_run_files(overrides: list[str], names: str, tmp_path: Path) -> None:
     run_dir, sweep = tmp_path / "run", tmp_path / "sweep"
     flags = [o for o in overrides if o.startswith("-")]  # before the overrides; the bad values after TINY's
@@ -90,6 +95,7 @@ def test_bad_config_stops_with_one_line_before_writing_run_files(overrides: list
     assert not (sweep / "0").exists()  # a sweep stops before its first job
 
 
+@pytest.mark.slow
 def test_existing_run_is_never_overwritten(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     train_ok([*TINY, "logger=none", f"hydra.run.dir={run_dir}"], tmp_path)
@@ -99,6 +105,7 @@ def test_existing_run_is_never_overwritten(tmp_path: Path) -> None:
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before  # .hydra/ and train.log too
 
 
+@pytest.mark.slow
 def test_readme_command_trains_the_default_network(tmp_path: Path) -> None:
     """``python train.py`` (here one epoch of its twenty): the default network on the embedded MNIST subset,
     with one start line and, asked for, the composed config printed once."""

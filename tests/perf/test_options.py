@@ -41,7 +41,7 @@ def train_and_test(learner, data, steps: int) -> float:
 
 @pytest.mark.parametrize(
     "mode,precision,channels_last",
-    [("fused", "bf16", True), ("fused", "fp32", True), ("lowmem", "bf16", False)],
+    [("fused", "bf16", True), ("fused", "fp32", True), pytest.param("lowmem", "bf16", False, marks=pytest.mark.slow)],
 )
 def test_sigprop_options_learn(small_mnist, mode: str, precision: str, channels_last: bool) -> None:
     assembly = assemble(
