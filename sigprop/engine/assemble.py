@@ -129,12 +129,14 @@ def assemble(
     # The hidden layers: the stem (unless the signal took it as its input module), then the blocks.
     stem_in_signal = any(m is network.stem for m in signal_module.modules())
     wrapped: list[nn.Module] = []
+    learning_layers = 0
     for layer in ([] if stem_in_signal else [network.stem]) + list(network.blocks):
         if not has_parameters(layer):
             wrapped.append(hidden_cls(layer) if end_to_end else propagators.Fixed(layer))
         elif hidden_cls.trained_by == "local":
-            name = f"layer{sum(m.name.startswith('layer') for m in monitor.monitors) + 1:02d}"
-            wrapped.append(propagator(layer, **accepted_kwargs(hidden_cls, learning(name, layer))))
+            learning_layers += 1
+            args = learning(f"layer{learning_layers:02d}", layer)
+            wrapped.append(propagator(layer, **accepted_kwargs(hidden_cls, args)))
         else:
             wrapped.append(propagator(layer))
     # The output layer keeps its graph: the output loss trains it with the global optimizer.
