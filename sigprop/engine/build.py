@@ -59,7 +59,7 @@ def choices_of(cfg: DictConfig | None = None) -> dict[str, str]:
         node = HydraConfig.get().runtime.choices
     else:
         return {}
-    return {k: str(v) for k, v in node.items() if not k.startswith("hydra/") and k != "train_schema" and v is not None}
+    return {k: str(v) for k, v in node.items() if not k.startswith("hydra/") and v is not None}
 
 
 def label(group: str, choices: Mapping[str, str]) -> str:
