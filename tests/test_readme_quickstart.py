@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import sigprop
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+API = README.parent / "docs" / "api.md"  # the extension examples
 USER_NAMES = ("train_loader", "test_loader", "input_ch", "input_dim", "num_classes")
 HEADER = (
     "# sigprop\n\n"
@@ -27,11 +28,11 @@ HEADER = (
 )
 
 
-def readme_blocks(section: str) -> list[str]:
-    """The ```python blocks between ``<!-- {section}:start -->`` and ``<!-- {section}:end -->``."""
-    text = README.read_text(encoding="utf-8")
+def readme_blocks(section: str, page: Path = README) -> list[str]:
+    """The ```python blocks between ``<!-- {section}:start -->`` and ``<!-- {section}:end -->`` of ``page``."""
+    text = page.read_text(encoding="utf-8")
     start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
-    assert text.count(start) == 1 and text.count(end) == 1, f"README.md needs exactly one {start} ... {end}"
+    assert text.count(start) == 1 and text.count(end) == 1, f"{page.name} needs exactly one {start} ... {end}"
     body = text[text.index(start) + len(start) : text.index(end)]
     return re.findall(r"^```python\n(.*?)^```\s*$", body, flags=re.S | re.M)
 
@@ -160,7 +161,7 @@ def test_quickstart_cifar10(cifar10_subset) -> None:
 
 def test_readme_extension_examples(mnist) -> None:
     """The README's custom loss, signal and propagator, put together, learn on MNIST."""
-    ns = run_blocks(readme_blocks("extending"), {})
+    ns = run_blocks(readme_blocks("extending", API), {})
     x, y = mnist[0][:1024], mnist[1][:1024]
     torch.manual_seed(0)
     codes = ns["ClassCodes"](10, (1, 28, 28))

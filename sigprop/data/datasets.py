@@ -219,7 +219,7 @@ class Dataset:
             std=tuple(std),
             augment=Augment(a.crop_padding, a.flip, a.cutout_patches, a.cutout_length) if active else None,
         )
-        log.info(
+        log.debug(  # train.py's start line says it too
             "%s: %d train / %d test images of shape %s, %d classes",
             self.name, len(data.train_labels), len(data.test_labels), data.input_shape, data.num_classes,
         )

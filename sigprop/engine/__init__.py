@@ -1,4 +1,5 @@
-"""The training engine: learners (SigProp and backpropagation), the epoch loop, checkpoints."""
-from .learners import BackpropLearner, Learner, SigpropLearner
+"""The training app's engine: settings, signal factories, the assembly, the training step, metrics, checkpoints."""
+from .assemble import Assembly, assemble
+from .step import TrainStep
 
-__all__ = ["BackpropLearner", "Learner", "SigpropLearner"]
+__all__ = ["Assembly", "TrainStep", "assemble"]

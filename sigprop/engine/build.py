@@ -1,11 +1,12 @@
-"""From a composed Hydra config to the objects of a run: check every setting, then build data, learner,
-loaders and trackers.
+"""From a composed config to the objects of a run: check every setting, then build the data, the
+assembled model and its training step, the loaders and the trackers.
 
 Everything that can be wrong in a config is found here and reported as a ``ConfigError``: one line
-that names the setting, raised before the run writes anything. ``ConfigCheck`` runs the checks that
-need no data as a Hydra callback, before Hydra creates the run's folder (and for every job of a
-sweep before the first one starts); ``prepare`` repeats them and adds the ones that need the data:
-building the network for the dataset's shape and one small forward pass through it.
+that names the setting, raised before the run writes anything. Hydra checks the types while it
+composes the config (``config.py``); ``ConfigCheck`` runs the checks that need no data as a Hydra
+callback, before Hydra creates the run's folder (and for every job of a sweep before the first one
+starts); ``prepare`` repeats them and adds the ones that need the data: building the network for the
+dataset's shape and one small forward pass through it.
 """
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ import logging
 import random
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping
 
 import hydra
 import numpy as np
 import torch
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -32,99 +35,19 @@ from omegaconf.errors import OmegaConfBaseException
 from ..data.datasets import ImageData
 from ..data.loader import TensorLoader
 from ..loss import needs_per_class_signal
-from ..managers import accepted_kwargs
+from ..propagators import global_parameters, local_parameters
 from ..tracking import JsonlTracker, Tracker, Trackers
 from ..tracking.jsonl import METRICS_FILE
 from . import checkpoint
-from .learners import Learner
+from .assemble import assemble, propagator_class
+from .config import ConfigError, check_settings, checkpoint_path, one_line, resolve_device
+from .step import TrainStep
+from .sweeps import sweep_jobs
 
 log = logging.getLogger(__name__)
 
 # The config groups of conf/, in the order a run builds them.
 GROUPS = ("dataset", "model", "signal", "loss", "optimizer", "scheduler", "propagator", "logger")
-PROGRESS = ("auto", True, False)
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work; the message is one line that names it."""
-
-
-@dataclass
-class Settings:
-    """The top-level settings of ``conf/config.yaml``, with their types."""
-
-    seed: int = 0
-    epochs: int = 20
-    batch_size: int = 128
-    test_batch_size: int = 1000
-    device: str = "auto"
-    data_dir: str = "data"
-    resume: Optional[str] = None
-    progress: Any = "auto"
-    refresh_every: int = 20
-    threads: Optional[int] = None
-
-
-def one_line(err: BaseException) -> str:
-    """An exception's message on one line (Hydra's and torch's span several)."""
-    text = str(err).split("Config search path:")[0]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return " ".join(lines) or type(err).__name__
-
-
-def read_settings(cfg: DictConfig) -> Settings:
-    """The top-level settings, type-checked and range-checked."""
-    values = {}
-    for f in fields(Settings):
-        if f.name not in cfg:
-            raise ConfigError(f"{f.name}: missing from the config (conf/config.yaml defines it)")
-        try:
-            values[f.name] = OmegaConf.select(cfg, f.name)
-        except OmegaConfBaseException as err:
-            raise ConfigError(f"{f.name}: {one_line(err)}") from None
-    try:
-        typed = OmegaConf.merge(OmegaConf.structured(Settings), values)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", "") or "config"
-        message = str(getattr(err, "msg", "") or err).splitlines()[0]
-        raise ConfigError(f"{key}={values.get(key)!r}: {message}") from None
-    settings = Settings(**OmegaConf.to_container(typed))  # type: ignore[arg-type]
-    for key in ("epochs", "batch_size", "test_batch_size", "refresh_every"):
-        if getattr(settings, key) < 1:
-            raise ConfigError(f"{key}={getattr(settings, key)}: must be at least 1")
-    if settings.threads is not None and settings.threads < 1:
-        raise ConfigError(f"threads={settings.threads}: must be at least 1, or null for torch's default")
-    if settings.progress not in PROGRESS:
-        raise ConfigError(f"progress={settings.progress!r}: must be auto, true or false")
-    resolve_device(settings.device)
-    if settings.resume is not None:
-        checkpoint_path(settings.resume)
-    return settings
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device={name!r}: must be auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name}: torch finds no CUDA device here; use device=cpu or device=auto")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device={name!r}: must be auto, cpu, cuda or cuda:N")
-    return device
-
-
-def checkpoint_path(resume: str) -> Path:
-    """The checkpoint file ``resume`` names: the file itself, or a run folder holding ``checkpoint.pt``."""
-    path = Path(resume).expanduser()
-    if path.is_dir():
-        path = path / checkpoint.CHECKPOINT_FILE
-    if not path.is_file():
-        raise ConfigError(f"resume={resume}: no such checkpoint file")
-    return path
 
 
 def choices_of(cfg: DictConfig | None = None) -> dict[str, str]:
@@ -181,7 +104,7 @@ class Parts:
 
     dataset: Any
     model: functools.partial
-    signal: Any
+    signal: functools.partial
     loss: Any
     optimizer: functools.partial
     scheduler: functools.partial | None
@@ -193,13 +116,14 @@ def build_parts(cfg: DictConfig, choices: Mapping[str, str]) -> Parts:
     """Instantiate every group and try the optimizer and scheduler on a dummy parameter (their settings
     are otherwise only checked when the first layer is built)."""
     made = {group: instantiate_group(cfg, group, choices) for group in GROUPS}
-    for group in ("model", "optimizer", "propagator"):
+    for group in ("dataset", "model", "signal", "optimizer", "propagator"):
         if made[group] is None:
             raise ConfigError(f"{group}: choose an option (conf/{group}/)")
-        _check_partial(made[group], group, choices)
-    for group in ("scheduler", "logger"):
+    for group in ("model", "signal", "optimizer", "propagator", "scheduler", "logger"):
         if made[group] is not None:
             _check_partial(made[group], group, choices)
+    with blame(label("propagator", choices)):
+        hidden_cls = propagator_class(made["propagator"])
     dummy = torch.nn.Parameter(torch.zeros(1))
     with blame(label("optimizer", choices)):
         optimizer = made["optimizer"]([dummy])
@@ -209,20 +133,16 @@ def build_parts(cfg: DictConfig, choices: Mapping[str, str]) -> Parts:
     if made["logger"] is not None:
         with blame(label("logger", choices)):
             made["logger"](run_dir=Path("."))
-    if made["dataset"] is None:
-        raise ConfigError("dataset: choose an option (conf/dataset/)")
-    uses_loss = "loss" in accepted_kwargs(made["propagator"].func, {"loss": None})
-    if uses_loss and needs_per_class_signal(made["loss"]) and not getattr(made["signal"], "per_class", False):
+    per_class = bool(made["signal"].keywords.get("per_class", False))
+    if hidden_cls.trained_by == "local" and needs_per_class_signal(made["loss"]) and not per_class:
         raise ConfigError(f"{label('loss', choices)} needs one signal row per class: add signal.per_class=true")
     return Parts(**made)
 
 
-def check_config(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> Settings:
+def check_config(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> None:
     """Every check that needs no data: settings, and every group instantiated."""
-    choices = choices_of(cfg) if choices is None else choices
-    settings = read_settings(cfg)
-    build_parts(cfg, choices)
-    return settings
+    check_settings(cfg)
+    build_parts(cfg, choices_of(cfg) if choices is None else choices)
 
 
 def check_new_run_dir(run_dir: Path, setting: str = "hydra.run.dir") -> None:
@@ -247,18 +167,30 @@ def load_data(dataset: Any) -> ImageData:
         raise ConfigError(one_line(err)) from err
 
 
-def build_learner(parts: Parts, data: ImageData, choices: Mapping[str, str]) -> Learner:
-    """The network for ``data``'s shape and classes, wrapped by the configured propagator."""
+def build_step(cfg: DictConfig, parts: Parts, data: ImageData, choices: Mapping[str, str]) -> TrainStep:
+    """The network for ``data``'s shape and classes, assembled with the configured signal, propagator and
+    loss (``assemble.py``), and its training step with the ``step.*`` settings (``step.py``)."""
     with blame(label("model", choices)):
         network = parts.model(input_shape=data.input_shape, num_classes=data.num_classes)
-    inputs = dict(
-        network=network, signal=parts.signal, loss=parts.loss, optimizer=parts.optimizer, scheduler=parts.scheduler
-    )
-    with blame(label("propagator", choices)):
-        return parts.propagator(**accepted_kwargs(parts.propagator.func, inputs))
+    parts_used = ", ".join(label(g, choices) for g in ("model", "signal", "loss", "propagator"))
+    with blame(f"the network does not fit ({parts_used} on dataset {data.name} {data.input_shape})"):
+        assembly = assemble(
+            network, parts.signal, parts.propagator, parts.loss, parts.optimizer,
+            mode=_value(cfg.step.mode), recompute_chunk=cfg.step.recompute_chunk,
+        )
+    with blame("step"):
+        return TrainStep(
+            assembly, parts.scheduler, precision=_value(cfg.step.precision),
+            channels_last=cfg.step.channels_last, compile=cfg.step.compile,
+        )
 
 
-def check_forward(learner: Learner, data: ImageData, device: torch.device, choices: Mapping[str, str]) -> None:
+def _value(setting: Any) -> Any:
+    """A setting's plain value (the schema's enums, e.g. ``Mode.fused``, as ``"fused"``)."""
+    return getattr(setting, "value", setting)
+
+
+def check_forward(step: TrainStep, data: ImageData, device: torch.device, choices: Mapping[str, str]) -> None:
     """One evaluation pass over two samples (labels 0 and the last class), so a signal or network that does
     not fit the data fails here, before any file is written, instead of in the first step."""
     x, _ = next(iter(TensorLoader(data.train_images[:2], data.train_labels[:2], 2, data.mean, data.std, device=device)))
@@ -267,11 +199,10 @@ def check_forward(learner: Learner, data: ImageData, device: torch.device, choic
     where = f"{parts} on dataset {data.name} {data.input_shape} with {data.num_classes} classes"
     try:
         with blame(f"the network does not fit ({where})"):
-            learner.eval()
-            learner.eval_step(x, y)
+            step.eval()
+            step.eval_step(x, y)
     finally:
-        if learner.monitor is not None:
-            learner.monitor.reset()
+        step.monitor.reset()
 
 
 @dataclass
@@ -298,10 +229,10 @@ def hydra_run_info() -> RunInfo:
 class Job:
     """Everything one training run needs, checked and built; nothing written yet."""
 
-    settings: Settings
+    cfg: DictConfig
     device: torch.device
     data: ImageData
-    learner: Learner
+    step: TrainStep
     train_loader: TensorLoader
     test_loader: TensorLoader
     generator: torch.Generator
@@ -309,8 +240,25 @@ class Job:
     tracker_config: dict[str, Any]
     run_dir: Path
     progress: bool
+    choices: dict[str, str]
     start_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """The run's start line: what trains on which device, its parameters, the data and where it writes."""
+        model = self.step.model
+        local = sum(p.numel() for p in local_parameters(model))
+        total = local + sum(p.numel() for p in global_parameters(model))
+        n = torch.get_num_threads()
+        threads = f" ({n} thread{'s' if n > 1 else ''})" if self.device.type == "cpu" else ""
+        what = ", ".join(label(g, self.choices) for g in ("model", "propagator"))
+        data = self.data
+        shape = "x".join(map(str, data.input_shape))
+        return (
+            f"start: {what}, step.mode={_value(self.cfg.step.mode)} on {self.device}{threads}: {total:,} parameters "
+            f"({local:,} local, {total - local:,} global); {data.name}: {len(data.train_labels):,} train / "
+            f"{len(data.test_labels):,} test images {shape}, {data.num_classes} classes; run folder {self.run_dir}"
+        )
 
 
 def make_tracker(logger: functools.partial | None, info: RunInfo) -> Tracker:
@@ -332,55 +280,38 @@ def prepare(cfg: DictConfig, info: RunInfo) -> Job:
     holds a run.
     """
     choices = info.choices
-    settings = read_settings(cfg)
+    check_settings(cfg)
     parts = build_parts(cfg, choices)
     check_new_run_dir(info.run_dir)
-    device = resolve_device(settings.device)
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
-    seed_everything(settings.seed)
+    device = resolve_device(cfg.device)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
     data = load_data(parts.dataset)
-    learner = build_learner(parts, data, choices)
-    learner.model.to(device)
-    check_forward(learner, data, device, choices)
-    generator = torch.Generator().manual_seed(settings.seed)
+    step = build_step(cfg, parts, data, choices)
+    step.model.to(device)
+    check_forward(step, data, device, choices)
+    generator = torch.Generator().manual_seed(cfg.seed)
     train_loader = TensorLoader(
-        data.train_images, data.train_labels, settings.batch_size, data.mean, data.std,
+        data.train_images, data.train_labels, cfg.batch_size, data.mean, data.std,
         shuffle=True, augment=data.augment, device=device, generator=generator,
     )
-    test_loader = TensorLoader(
-        data.test_images, data.test_labels, settings.test_batch_size, data.mean, data.std, device=device
-    )
+    test_loader = TensorLoader(data.test_images, data.test_labels, cfg.test_batch_size, data.mean, data.std, device=device)
     start_epoch, history = 0, []
-    if settings.resume is not None:
-        path = checkpoint_path(settings.resume)
-        with blame(f"resume={settings.resume}: the checkpoint does not fit this configuration"):
-            start_epoch, history = checkpoint.restore(checkpoint.load(path), learner, generator)
-        if start_epoch >= settings.epochs:
-            raise ConfigError(
-                f"resume={settings.resume}: the checkpoint has {start_epoch} epochs already, epochs={settings.epochs}"
-            )
+    if cfg.resume is not None:
+        path = checkpoint_path(cfg.resume)
+        with blame(f"resume={cfg.resume}: the checkpoint does not fit this configuration"):
+            start_epoch, history = checkpoint.restore(checkpoint.load(path), step, generator)
+        if start_epoch >= cfg.epochs:
+            raise ConfigError(f"resume={cfg.resume}: the checkpoint has {start_epoch} epochs already, epochs={cfg.epochs}")
         log.info("resuming from %s after epoch %d", path, start_epoch)
-    tracker_config = {**OmegaConf.to_container(cfg, resolve=True), "choices": dict(choices)}  # type: ignore[dict-item]
-    progress = sys.stderr.isatty() if settings.progress == "auto" else bool(settings.progress)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    tracker_config = {**resolved, "choices": dict(choices)}  # type: ignore[dict-item]
+    progress = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
     return Job(
-        settings, device, data, learner, train_loader, test_loader, generator,
-        make_tracker(parts.logger, info), tracker_config, info.run_dir, progress, start_epoch, history,
+        cfg, device, data, step, train_loader, test_loader, generator, make_tracker(parts.logger, info),
+        tracker_config, info.run_dir, progress, dict(choices), start_epoch, history,
     )
-
-
-def sweep_jobs(config: DictConfig) -> list[list[str]]:
-    """Every job's overrides in a multirun of Hydra's basic sweeper ([] for other sweepers)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # the sweeper's own expansion rule
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    if config.hydra.sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
-        return []
-    loader = GlobalHydra.instance().config_loader()
-    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
-    overrides = OverridesParser.create(config_loader=loader).parse_overrides(params + list(config.hydra.overrides.task))
-    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
 class ConfigCheck(Callback):
@@ -400,8 +331,6 @@ class ConfigCheck(Callback):
             raise SystemExit(f"error: {one_line(err)}") from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra.core.global_hydra import GlobalHydra
-
         sweep_dir = Path(config.hydra.sweep.dir)
         earlier = next(sweep_dir.glob(f"*/{METRICS_FILE}"), None) if sweep_dir.is_dir() else None
         if earlier is not None:
@@ -409,7 +338,11 @@ class ConfigCheck(Callback):
                 f"error: {sweep_dir} already holds a sweep ({earlier}): give the new sweep its own folder (hydra.sweep.dir)"
             )
         loader = GlobalHydra.instance().config_loader()
-        for overrides in sweep_jobs(config):
+        try:
+            jobs = sweep_jobs(config, OverridesParser.create(config_loader=loader))
+        except (ValueError, HydraException) as err:
+            raise SystemExit(f"error: {one_line(err)}") from None
+        for overrides in jobs:
             try:
                 check_config(loader.load_sweep_config(config, overrides))
             except (ConfigError, HydraException, OmegaConfBaseException) as err:

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .learners import Learner
+from .step import TrainStep
 
 CHECKPOINT_FILE = "checkpoint.pt"
-FORMAT = 1
+FORMAT = 2  # 2: the whole model is a models.Forward (backprop too), saved under "step"
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -44,14 +44,14 @@ def _tuples(value: Any) -> Any:
 
 
 def save(
-    path: str | os.PathLike[str], epoch: int, learner: Learner, generator: torch.Generator, history: list[dict[str, float]]
+    path: str | os.PathLike[str], epoch: int, step: TrainStep, generator: torch.Generator, history: list[dict[str, float]]
 ) -> None:
     """Write the state after ``epoch`` completed epochs to ``path`` (a temporary file renamed over it: never half written)."""
     path = Path(path)
     state = {
         "format": FORMAT,
         "epoch": epoch,
-        "learner": learner.state_dict(),
+        "step": step.state_dict(),
         "rng": rng_state(generator),
         "history": history,
     }
@@ -63,13 +63,15 @@ def save(
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint written by ``save`` (tensors and plain values only: no code is unpickled)."""
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a sigprop checkpoint (format {FORMAT})")
+    if not isinstance(state, dict) or "format" not in state:
+        raise ValueError(f"{path} is not a sigprop checkpoint")
+    if state["format"] != FORMAT:
+        raise ValueError(f"{path} has checkpoint format {state['format']}; this version reads format {FORMAT}")
     return state
 
 
-def restore(state: dict[str, Any], learner: Learner, generator: torch.Generator) -> tuple[int, list[dict[str, float]]]:
-    """Load ``state`` into ``learner`` and the random sources; returns ``(completed epochs, metrics history)``."""
-    learner.load_state_dict(state["learner"])
+def restore(state: dict[str, Any], step: TrainStep, generator: torch.Generator) -> tuple[int, list[dict[str, float]]]:
+    """Load ``state`` into ``step`` and the random sources; returns ``(completed epochs, metrics history)``."""
+    step.load_state_dict(state["step"])
     set_rng_state(state["rng"], generator)
     return int(state["epoch"]), list(state["history"])

@@ -1,22 +1,21 @@
-"""The epoch loop: train, test, collect every layer's metrics, report, save.
+"""One pass over the batches of a phase, with every layer's metrics; the console line of an epoch; a run's summary.
 
 Metrics are summed on the device during a phase and read once at its end (a read waits for the
-device), so the loop adds no synchronisation per step; the progress bar, when shown, reads its
-running values every ``refresh_every`` steps.
+device), so a phase adds no synchronisation per step; the progress bar, when shown, reads its
+running values every ``refresh_every`` steps. ``train.py`` runs the epochs.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Iterator, Protocol, Sequence
 
 from torch import Tensor
 from tqdm import tqdm
 
 from ..monitors.monitor import LossAccuracySums
-from ..tracking import Tracker
-from .learners import Learner
+from .step import TrainStep
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ class OutputMeter(LossAccuracySums):
 
 
 def run_phase(
-    learner: Learner,
+    step: TrainStep,
     batches: Batches,
     phase: str,
     progress: bool = False,
@@ -52,16 +51,15 @@ def run_phase(
     monitored layer (the signal included) and ``<phase>/samples_per_s``.
     """
     training = phase == "train"
-    learner.train(training)
-    if learner.monitor is not None:
-        learner.monitor.reset()
-    step = learner.train_step if training else learner.eval_step
+    step.train(training)
+    step.monitor.reset()
+    update = step.train_step if training else step.eval_step
     meter = OutputMeter()
     num_batches = len(batches)
     bar = tqdm(total=num_batches, desc=desc or phase, unit="batch", leave=False, disable=not progress, dynamic_ncols=True)
     start = time.perf_counter()
     for i, (x, y) in enumerate(batches, 1):
-        loss, logits = step(x, y)
+        loss, logits = update(x, y)
         meter.add_batch(loss, logits, y)
         if progress and (i % refresh_every == 0 or i == num_batches):
             running = meter.values()  # the only reads of the device during a phase, and only with a bar
@@ -71,10 +69,9 @@ def run_phase(
     elapsed = time.perf_counter() - start
     bar.close()
     metrics: Metrics = {f"{phase}/loss": output["loss"], f"{phase}/acc": output["acc"]}
-    if learner.monitor is not None:
-        for name, values in learner.monitor.values().items():
-            for key, value in values.items():
-                metrics[f"{phase}/{name}/{key}"] = value
+    for name, values in step.monitor.values().items():  # signal, layer01, ...: each local loss and accuracy
+        for key, value in values.items():
+            metrics[f"{phase}/{name}/{key}"] = value
     metrics[f"{phase}/samples_per_s"] = meter.count / elapsed if elapsed > 0 else math.nan
     return metrics
 
@@ -93,41 +90,6 @@ def describe_epoch(row: Metrics, epochs: int) -> str:
     if layers:
         text += f"  | layer test acc: {layers}"
     return text + f"  | {row['train/samples_per_s']:.0f} samples/s  lr {row['lr']:.3g}"
-
-
-def fit(
-    learner: Learner,
-    train_batches: Batches,
-    test_batches: Batches,
-    epochs: int,
-    tracker: Tracker,
-    start_epoch: int = 0,
-    history: Sequence[Metrics] = (),
-    save: Callable[[int, list[Metrics]], None] | None = None,
-    progress: bool = False,
-    refresh_every: int = 20,
-) -> list[Metrics]:
-    """Train from epoch ``start_epoch + 1`` to ``epochs``; returns every epoch's metrics.
-
-    ``history`` (the epochs a resumed run already has) is sent to ``tracker`` first, so a resumed
-    run's record is complete. After each epoch: one row of metrics to ``tracker``, one line to
-    the log, then ``save(epoch, history)`` (the checkpoint).
-    """
-    history = list(history)
-    for row in history:
-        tracker.log(row, int(row["epoch"]))
-    for epoch in range(start_epoch + 1, epochs + 1):
-        row: Metrics = {"epoch": epoch, "lr": learner.lr()}
-        desc = f"epoch {epoch}/{epochs}"
-        row |= run_phase(learner, train_batches, "train", progress, refresh_every, f"{desc} train")
-        learner.epoch_end()
-        row |= run_phase(learner, test_batches, "test", progress, refresh_every, f"{desc} test")
-        history.append(row)
-        tracker.log(row, epoch)
-        log.info(describe_epoch(row, epochs))
-        if save is not None:
-            save(epoch, history)
-    return history
 
 
 def summarize(history: Sequence[Metrics]) -> Metrics:

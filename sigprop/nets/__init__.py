@@ -1,8 +1,6 @@
-"""Plain networks (MLP, VGG) and the function that wraps their blocks in propagators."""
-from .assemble import sigprop_model
+"""Plain networks (MLP, VGG) as a stem, hidden blocks and an output head; nothing here knows SigProp."""
 from .mlp import mlp
 from .network import Network
-from .signals import Context, Draw, Projection, SignalChoice
 from .vgg import CONFIGS, vgg
 
-__all__ = ["CONFIGS", "Context", "Draw", "Network", "Projection", "SignalChoice", "mlp", "sigprop_model", "vgg"]
+__all__ = ["CONFIGS", "Network", "mlp", "vgg"]

@@ -124,10 +124,12 @@ class WandbTracker:
             dir=str(self.run_dir),
             mode=mode,  # type: ignore[arg-type]
             reinit="finish_previous",  # a sweep's jobs share the process: never log into the previous job's run
+            settings=wandb.Settings(silent=True),  # one line of ours instead of W&B's banner and summary
         )
         self.run.define_metric("epoch")
         self.run.define_metric("*", step_metric="epoch")
-        log.info("W&B run %s (%s) in %s", self.run.id, mode, self.run_dir / "wandb")
+        where = f"{self.run.url}" if mode == "online" else f"{self.run.dir.removesuffix('/files')}"
+        log.info("W&B run %s (%s): %s", self.run.id, mode, where)
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         self.last = dict(metrics)
@@ -146,5 +148,9 @@ class WandbTracker:
                 table = wandb.Table(columns=["layer", "train/loss", "train/acc", "test/loss", "test/acc"], data=rows)
                 self.run.log({"layers": table, "epoch": self.last.get("epoch", 0)})
         finally:
+            offline = self.run.settings.mode == "offline"
+            run_dir = self.run.dir.removesuffix("/files")
             self.run.finish(exit_code=1 if failed else 0)
             self.run = None
+        if offline:
+            log.info("W&B run saved offline; upload it with: wandb sync %s", run_dir)

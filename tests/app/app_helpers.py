@@ -3,15 +3,19 @@
 Imported by the tests as ``app_helpers`` (pytest puts this folder on ``sys.path``)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Sequence
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+
+import sigprop.engine.config  # noqa: F401  registers train_schema, the first entry of conf/config.yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"
@@ -68,3 +72,13 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
 def without_timing(rows: list[dict[str, float]]) -> list[dict[str, float]]:
     """Metrics rows without the keys that measure speed (they differ between identical runs)."""
     return [{k: v for k, v in row.items() if not k.endswith("samples_per_s")} for row in rows]
+
+
+def load_compare() -> ModuleType:
+    """experiments/compare.py as a module (experiments/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("compare", ROOT / "experiments" / "compare.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

@@ -1,5 +1,5 @@
-"""Every option of every config group composes, is built by ``sigprop.engine.build`` and trains one batch
-of real images; the presets hold the settings they promise."""
+"""Every option of every config group composes, is built by ``sigprop.engine.build`` into the sigprop
+objects it names and trains one batch of real images; the presets hold the settings they promise."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 from app_helpers import compose_config, options
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from sigprop import propagators
+from sigprop import propagators, signals
 from sigprop.data.datasets import Dataset, ImageData
 from sigprop.data.loader import TensorLoader
-from sigprop.engine import build
-from sigprop.engine.learners import Learner
+from sigprop.engine import TrainStep, build
+from sigprop.engine.config import ConfigError, check_settings, one_line
 
 # Networks small enough for one CPU step each; the option under test is otherwise unchanged.
 SMALL_MLP = ("model.num_hidden=32",)
@@ -41,21 +42,21 @@ def embedded() -> ImageData:
     return build.load_data(build.build_parts(cfg, build.choices_of(cfg)).dataset)
 
 
-def train_one_batch(cfg: DictConfig, data: ImageData) -> tuple[Learner, dict[str, bool]]:
-    """Build the learner ``cfg`` describes for ``data``, check it, take one training step; returns the learner
-    and, per parameter name, whether the step changed it."""
+def train_one_batch(cfg: DictConfig, data: ImageData) -> tuple[TrainStep, dict[str, bool]]:
+    """Build the training step ``cfg`` describes for ``data``, check it, take one training step; returns the
+    step and, per parameter name, whether the step changed it."""
     choices = build.choices_of(cfg)
     parts = build.build_parts(cfg, choices)
-    learner = build.build_learner(parts, data, choices)
-    build.check_forward(learner, data, torch.device("cpu"), choices)
+    step = build.build_step(cfg, parts, data, choices)
+    build.check_forward(step, data, torch.device("cpu"), choices)
     x, y = next(iter(TensorLoader(data.train_images[:64], data.train_labels[:64], 64, data.mean, data.std)))
-    before = {n: p.detach().clone() for n, p in learner.model.named_parameters()}
-    learner.train()
-    loss, logits = learner.train_step(x, y)
+    before = {n: p.detach().clone() for n, p in step.model.named_parameters()}
+    step.train()
+    loss, logits = step.train_step(x, y)
     assert torch.isfinite(loss), f"{choices}: loss {loss}"
     assert logits.shape == (64, data.num_classes)
-    changed = {n: not torch.equal(before[n], p) for n, p in learner.model.named_parameters()}
-    return learner, changed
+    changed = {n: not torch.equal(before[n], p) for n, p in step.model.named_parameters()}
+    return step, changed
 
 
 CASES = [(group, option) for group in COVERED for option in options(group)]
@@ -83,8 +84,9 @@ def test_every_group_has_its_options() -> None:
 
 
 @pytest.mark.parametrize("dataset", options("dataset"))
-def test_dataset_option_builds(dataset: str, data_dir: Path) -> None:
+def test_dataset_option_builds(dataset: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Every dataset config instantiates; the ones present offline load and train one batch."""
+    data_dir = request.getfixturevalue("mnist_data_dir") if dataset == "mnist" else tmp_path
     subsets = ["dataset.train_subset=200", "dataset.test_subset=100"]
     cfg = compose_config([f"dataset={dataset}", f"data_dir={data_dir}", *subsets, *SMALL_MLP])
     parts = build.build_parts(cfg, build.choices_of(cfg))
@@ -96,10 +98,43 @@ def test_dataset_option_builds(dataset: str, data_dir: Path) -> None:
     train_one_batch(cfg, data)
 
 
+def test_groups_build_the_sigprop_objects_they_name(embedded: ImageData) -> None:
+    """conf/propagator builds the propagators class that wraps every hidden layer; conf/signal the generator
+    with its formatter; a per-class signal is passed to every learning propagator, recompute_chunk only in lowmem."""
+    def wrapped(overrides: list[str]) -> TrainStep:
+        cfg = compose_config([*overrides, *SMALL_MLP, "model=mlp", "model.num_layers=3"])
+        choices = build.choices_of(cfg)
+        return build.build_step(cfg, build.build_parts(cfg, choices), embedded, choices)
+
+    expected = {"loss": propagators.Loss, "fixed": propagators.Fixed, "backprop": propagators.Identity}
+    for option, cls in expected.items():
+        hidden = list(wrapped([f"propagator={option}"]).model.model)[:-1]
+        assert hidden and all(type(m) is cls for m in hidden), (option, hidden)
+
+    default = wrapped([])
+    assert isinstance(default.model.signal, propagators.signals.Loss)
+    formatter, generator = default.model.signal.module
+    assert isinstance(formatter, signals.LabelNumberToOnehot) and isinstance(generator, signals.ProjectionContextInput)
+    learning = [m for m in default.model.modules() if isinstance(m, propagators.LocalLearner)]
+    assert len(learning) == 3 and all(m.per_class_signal is False for m in learning)  # the signal and 2 hidden layers
+    assert all(m.recompute_chunk is None for m in learning if isinstance(m, propagators.Loss))
+
+    per_class = wrapped(["signal=context", "signal.per_class=true", "step.mode=lowmem", "step.recompute_chunk=4"])
+    assert isinstance(per_class.model.signal.module[1], signals.ProjectionContext)
+    assert isinstance(per_class.model.signal.module[0][1], signals.DistinctBatchLabelsOnehot)
+    learning = [m for m in per_class.model.modules() if isinstance(m, propagators.LocalLearner)]
+    assert len(learning) == 4 and all(m.per_class_signal is True for m in learning)
+    assert [m.recompute_chunk for m in learning if isinstance(m, propagators.Loss)] == [4, 4, 4]
+
+    drawn = wrapped(["signal=draw"])
+    assert isinstance(drawn.model.signal, propagators.signals.Fixed)
+    assert isinstance(drawn.model.signal.module[1], signals.FixedDrawContext)
+
+
 def test_fixed_propagator_leaves_hidden_layers_alone(embedded: ImageData) -> None:
     """propagator=fixed: hidden layers keep their initial weights; propagator=loss: they learn."""
-    def hidden(learner: Learner, cls: type) -> list[str]:
-        return [f"{n}.{p}" for n, m in learner.model.named_modules() if isinstance(m, cls) for p, _ in m.named_parameters()]
+    def hidden(step: TrainStep, cls: type) -> list[str]:
+        return [f"{n}.{p}" for n, m in step.model.named_modules() if isinstance(m, cls) for p, _ in m.named_parameters()]
 
     fixed, changed = train_one_batch(compose_config(["propagator=fixed", "signal=context", *SMALL_MLP]), embedded)
     names = hidden(fixed, propagators.Fixed)
@@ -123,10 +158,12 @@ def test_cifar10_reference_preset_is_the_reference_run() -> None:
     assert build.choices_of(compose_config(["experiment=cifar10_reference", "dataset=cifar10_jpeg"]))["dataset"] == "cifar10_jpeg"
 
 
-def test_top_level_settings_are_typed() -> None:
-    with pytest.raises(build.ConfigError, match=r"^epochs='abc'"):
-        build.read_settings(compose_config(["epochs=abc"]))
-    with pytest.raises(build.ConfigError, match=r"^batch_size=0"):
-        build.read_settings(compose_config(["batch_size=0"]))
-    with pytest.raises(build.ConfigError, match=r"^progress="):
-        build.read_settings(compose_config(["progress=sometimes"]))
+def test_top_level_settings_are_typed_and_checked() -> None:
+    """Hydra checks the types against the registered schema while composing; ranges are checked after."""
+    for override, message in (("epochs=abc", "could not be converted to Integer"), ("step.mode=fast", "expected one of")):
+        with pytest.raises(HydraException) as err:
+            compose_config([override])
+        assert one_line(err.value).startswith(f"{override}: ") and message in one_line(err.value)
+    for override in ("batch_size=0", "progress=sometimes", "step.recompute_chunk=0", "threads=0"):
+        with pytest.raises(ConfigError, match=f"^{override.split('=')[0]}="):
+            check_settings(compose_config([override]))

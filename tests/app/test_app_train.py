@@ -2,21 +2,19 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-from app_helpers import ROOT, TINY, read_metrics, train, train_ok, without_timing
+from app_helpers import TINY, load_compare, read_metrics, train, train_ok, without_timing
 
 RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "summary.json", "wandb")
 
 
 def test_sweep_writes_one_run_per_job_with_offline_wandb(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    train_ok(["-m", "loss=v9,v15", "logger=wandb", *TINY, f"hydra.sweep.dir={sweep}"], tmp_path)
+    # Overrides on both sides of -m, as in the README's `python train.py signal=projection loss=v9 -m epochs=3`.
+    train_ok(["loss=v9,v15", "-m", "logger=wandb", *TINY, f"hydra.sweep.dir={sweep}"], tmp_path)
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1"]
     group = f"{tmp_path.name}_sweep"  # the sweep's id: the sweep folder's last two parts
@@ -43,16 +41,7 @@ def test_sweep_writes_one_run_per_job_with_offline_wandb(tmp_path: Path) -> None
         assert (tmp_path / "compare" / png).read_bytes().startswith(b"\x89PNG")
 
 
-def load_compare() -> ModuleType:
-    """experiments/compare.py as a module (experiments/ is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("compare", ROOT / "experiments" / "compare.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
+@pytest.mark.slow
 def test_resume_gives_the_metrics_of_an_uninterrupted_run(tmp_path: Path) -> None:
     # Dropout and the embedded set's random crops use the torch and data-order random streams,
     # so an exact match needs every random state restored.
@@ -66,6 +55,7 @@ def test_resume_gives_the_metrics_of_an_uninterrupted_run(tmp_path: Path) -> Non
     assert (tmp_path / "first" / "metrics.jsonl").read_text().count("\n") == 1  # the first run is left as it was
 
 
+@pytest.mark.slow
 def test_same_command_twice_gives_the_same_metrics(tmp_path: Path) -> None:
     args = [*TINY, "epochs=2", "logger=none", "signal=context", "loss=v9"]
     train_ok([*args, f"hydra.run.dir={tmp_path / 'a'}"], tmp_path)
@@ -75,19 +65,23 @@ def test_same_command_twice_gives_the_same_metrics(tmp_path: Path) -> None:
     assert a[1]["train/acc"] != a[0]["train/acc"]  # it trained
 
 
-BAD = {
-    "unknown option": (["loss=v99"], "loss/v99"),
-    "wrong type": (["epochs=abc"], "epochs='abc'"),
-    "unknown key": (["learning_rate=0.1"], "learning_rate"),
-    "unknown key in a group": (["model.width=3"], "model.width"),
-    "setting its target rejects": (["+model.width=3"], "model=mlp_small"),
-    "signal that does not fit the data": (["signal=draw", "signal.places=1000"], "signal=draw"),
-    "loss that does not fit the signal": (["loss=v1"], "signal.per_class=true"),  # v1 needs one signal row per class
-    "bad value in a sweep": (["-m", "loss=v9,v15", "batch_size=64,many"], "batch_size='many'"),
+slow = pytest.mark.slow
+BAD = {  # the quick check keeps one error of each kind: composition, building, and a sweep's last job
+    "unknown option": (["loss=v99"], "loss/v99", slow),
+    "wrong type": (["epochs=abc"], "epochs=abc: Value 'abc'", ()),
+    "unknown key": (["learning_rate=0.1"], "learning_rate", slow),
+    "unknown key in a group": (["model.width=3"], "model.width", slow),
+    "setting its target rejects": (["+model.width=3"], "model=mlp_small", slow),
+    "signal that does not fit the data": (["signal=draw", "signal.places=1000"], "signal=draw", ()),
+    "loss that does not fit the signal": (["loss=v1"], "signal.per_class=true", slow),  # v1: one signal row per class
+    "bad type in a sweep": (["-m", "loss=v9,v15", "batch_size=64,many"], "batch_size=many: Value 'many'", slow),
+    "bad choice in a sweep's last job": (["-m", "loss=v9,v1"], "(in the sweep's job", ()),  # v1 needs signal.per_class
 }
 
 
-@pytest.mark.parametrize("overrides,names", BAD.values(), ids=BAD.keys())
+@pytest.mark.parametrize(
+    "overrides,names", [pytest.param(o, n, marks=m, id=k) for k, (o, n, m) in BAD.items()]
+)
 def test_bad_config_stops_with_one_line_before_writing_run_files(overrides: list[str], names: str, tmp_path: Path) -> None:
     run_dir, sweep = tmp_path / "run", tmp_path / "sweep"
     flags = [o for o in overrides if o.startswith("-")]  # before the overrides; the bad values after TINY's
@@ -101,6 +95,7 @@ def test_bad_config_stops_with_one_line_before_writing_run_files(overrides: list
     assert not (sweep / "0").exists()  # a sweep stops before its first job
 
 
+@pytest.mark.slow
 def test_existing_run_is_never_overwritten(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     train_ok([*TINY, "logger=none", f"hydra.run.dir={run_dir}"], tmp_path)
@@ -110,10 +105,17 @@ def test_existing_run_is_never_overwritten(tmp_path: Path) -> None:
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before  # .hydra/ and train.log too
 
 
+@pytest.mark.slow
 def test_readme_command_trains_the_default_network(tmp_path: Path) -> None:
-    """``python train.py`` (here one epoch of its ten): the default network on the embedded MNIST subset."""
-    result = train_ok(["epochs=1", "hydra.run.dir=run"], tmp_path, timeout=600)
+    """``python train.py`` (here one epoch of its twenty): the default network on the embedded MNIST subset,
+    with one start line and, asked for, the composed config printed once."""
+    result = train_ok(["epochs=1", "print_config=true", "hydra.run.dir=run"], tmp_path, timeout=600)
     assert "final test accuracy" in result.stdout
+    (start,) = [line for line in result.stdout.splitlines() if "] - start: " in line]
+    assert "model=mlp_small, propagator=loss, step.mode=fused on cpu" in start
+    assert "1,880,074 parameters (1,869,824 local, 10,250 global); embedded: 10,000 train / 10,000 test" in start
+    assert start.endswith(f"run folder {tmp_path / 'run'}")
+    assert result.stdout.count("config:\n") == 1 and result.stdout.count("\nstep:\n  mode: fused\n") == 1
     (row,) = read_metrics(tmp_path / "run")
     assert row["test/acc"] > 0.85  # one epoch on 10,000 images
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))

@@ -11,6 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+import sigprop.engine.config  # noqa: F401  registers train_schema, the first entry of conf/config.yaml
 from sigprop.data import DATASETS, Dataset
 
 CONF = Path(__file__).resolve().parents[2] / "conf"

@@ -16,7 +16,7 @@ from sigprop.data import datasets as datasets_module
 from sigprop.data.datasets import DOWNLOAD_TIMEOUT_S, channel_stats
 from sigprop.data.offline import import_idx
 
-# What the cifar_tree fixture (conftest.py) extracts from the real archive.
+# What the cifar_tree fixture (tests/conftest.py) holds: images per class of the real archive.
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR_PER_CLASS = {"train": 20, "test": 8}
 

@@ -19,25 +19,28 @@ import pytest
 import torch
 
 from sigprop import loss as L
-from sigprop.engine import SigpropLearner
-from sigprop.nets import Projection, vgg
+from sigprop import propagators
+from sigprop.engine import TrainStep, assemble
+from sigprop.engine.signals import projection_context_input
+from sigprop.nets import vgg
 
 STEPS = 20
 BATCH = 32
 SIZE = 16  # CIFAR-10 images average-pooled to 16x16: the same code paths at a quarter of the cost
 
 
-def make(mode: str, per_class: bool, dtype: torch.dtype = torch.float32, loss=None, optimizer=None) -> SigpropLearner:
+def make(mode: str, per_class: bool, dtype: torch.dtype = torch.float32, loss=None, optimizer=None) -> TrainStep:
     torch.manual_seed(0)
     net = vgg("vgg8", (3, SIZE, SIZE), 10, feat_mult=0.0625, num_hidden=32, norm="instance", nonlin="leakyrelu")
-    learner = SigpropLearner(
+    learner = TrainStep(assemble(
         net,
-        Projection(per_class=per_class),
+        functools.partial(projection_context_input, per_class=per_class),
+        propagators.Loss,
         loss if loss is not None else L.v15_input_target_topk(6),
         optimizer or functools.partial(torch.optim.Adam, lr=5e-4),
         mode=mode,
         recompute_chunk=12,
-    )
+    ))
     if dtype != torch.float32:
         learner.model.to(dtype)
         # The label formatters make float32 one-hot rows; cast them like the rest of the model.
@@ -45,7 +48,7 @@ def make(mode: str, per_class: bool, dtype: torch.dtype = torch.float32, loss=No
     return learner
 
 
-def train(learner: SigpropLearner, data, dtype: torch.dtype = torch.float32, steps: int = STEPS) -> dict[str, torch.Tensor]:
+def train(learner: TrainStep, data, dtype: torch.dtype = torch.float32, steps: int = STEPS) -> dict[str, torch.Tensor]:
     x, y = data[0], data[1]
     g = torch.Generator().manual_seed(1)
     for _ in range(steps):

@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from sigprop import loss as L
-from sigprop.engine import BackpropLearner, SigpropLearner
-from sigprop.nets import Projection, vgg
+from sigprop import propagators
+from sigprop.engine import TrainStep, assemble
+from sigprop.engine.signals import projection_context_input
+from sigprop.nets import vgg
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +41,14 @@ def train_and_test(learner, data, steps: int) -> float:
 
 @pytest.mark.parametrize(
     "mode,precision,channels_last",
-    [("fused", "bf16", True), ("fused", "fp32", True), ("lowmem", "bf16", False)],
+    [("fused", "bf16", True), ("fused", "fp32", True), pytest.param("lowmem", "bf16", False, marks=pytest.mark.slow)],
 )
 def test_sigprop_options_learn(small_mnist, mode: str, precision: str, channels_last: bool) -> None:
-    learner = SigpropLearner(
-        network(), Projection(per_class=True), L.v15_input_target_topk(6),
-        functools.partial(torch.optim.Adam, lr=2e-3), mode=mode, precision=precision, channels_last=channels_last,
+    assembly = assemble(
+        network(), functools.partial(projection_context_input, per_class=True), propagators.Loss,
+        L.v15_input_target_topk(6), functools.partial(torch.optim.Adam, lr=2e-3), mode=mode,
     )
+    learner = TrainStep(assembly, precision=precision, channels_last=channels_last)
     acc = train_and_test(learner, small_mnist, 100)
     assert acc > 0.2, acc  # chance is 0.1; this small SigProp net is at 0.25-0.45 after 100 steps
     params = list(learner.model.state_dict().values())
@@ -58,13 +61,20 @@ def test_sigprop_options_learn(small_mnist, mode: str, precision: str, channels_
 
 
 def test_backprop_bf16_channels_last_learns(small_mnist) -> None:
-    learner = BackpropLearner(network(), functools.partial(torch.optim.Adam, lr=2e-3), precision="bf16", channels_last=True)
+    """propagator=backprop: every layer in propagators.Identity, one optimizer, trained end to end."""
+    assembly = assemble(
+        network(), projection_context_input, propagators.Identity, L.v15_input_target_topk(6),
+        functools.partial(torch.optim.Adam, lr=2e-3),
+    )
+    assert len(assembly.optimizers) == 1 and not list(propagators.local_parameters(assembly.model))
+    learner = TrainStep(assembly, precision="bf16", channels_last=True)
     assert train_and_test(learner, small_mnist, 40) > 0.5
 
 
 def test_unknown_precision_is_rejected() -> None:
-    with pytest.raises(ValueError):
-        BackpropLearner(network(), torch.optim.Adam, precision="fp8")
+    assembly = assemble(network(), projection_context_input, propagators.Identity, L.v15_input_target_topk(6), torch.optim.Adam)
+    with pytest.raises(ValueError, match="precision"):
+        TrainStep(assembly, precision="fp8")
 
 
 def test_signal_builds_on_a_network_already_on_its_device() -> None:
@@ -76,12 +86,11 @@ def test_signal_builds_on_a_network_already_on_its_device() -> None:
 
 def test_compile_covers_every_layer(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each compiled layer gets its own compiled versions: dynamo's per-function bound is raised to fit them."""
-    from sigprop.engine import learners
-
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compiled.append((self, kw)))
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
-    learner = SigpropLearner(network(), Projection(), L.v15_input_target_topk(6), torch.optim.Adam, compile=True)
-    layers = [m.module for m in learner.model.modules() if isinstance(m, (learners.Learn, learners.Identity))]
+    assembly = assemble(network(), projection_context_input, propagators.Loss, L.v15_input_target_topk(6), torch.optim.Adam)
+    learner = TrainStep(assembly, compile=True)
+    layers = [m.module for m in learner.model.modules() if isinstance(m, (propagators.Learn, propagators.Identity))]
     assert len(compiled) == len(layers) > 2 and all(kw == {"dynamic": False} for _, kw in compiled)
     assert torch._dynamo.config.recompile_limit >= 4 * len(layers)

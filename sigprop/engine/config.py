@@ -1,0 +1,147 @@
+"""The types of the training app's settings, checked by Hydra as it composes ``conf/config.yaml``.
+
+``TrainConfig`` is registered once in Hydra's ``ConfigStore`` as ``train_schema``, the first entry of
+``conf/config.yaml``'s defaults list: the values (and their comments) are in the YAML, the types here.
+So ``epochs=abc``, ``step.mode=fast`` or an unknown key stop the run while Hydra composes the
+config; ``check_settings`` adds the ranges a type cannot express. Every problem is a ``ConfigError``
+or a Hydra/OmegaConf error, reported by ``one_line`` as one line that names the setting.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .checkpoint import CHECKPOINT_FILE
+
+SCHEMA = "train_schema"
+PROGRESS = ("auto", True, False)
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message is one line that names it."""
+
+
+class Mode(str, Enum):
+    """How the local losses are applied (the same updates in all three)."""
+
+    fused = "fused"  # one backward over all local losses and the output loss, one optimizer step
+    layerwise = "layerwise"  # each layer steps its own optimizer as soon as its loss is known
+    lowmem = "lowmem"  # layerwise, each layer's graph rebuilt recompute_chunk samples at a time
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"  # autocast; weights, gradients and optimizer state stay fp32
+
+
+@dataclass
+class StepConfig:
+    """The training step's settings (``step.*``): how the local losses are applied, and speed options."""
+
+    mode: Mode = MISSING
+    recompute_chunk: int = MISSING
+    precision: Precision = MISSING
+    channels_last: bool = MISSING
+    compile: bool = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """Every top-level setting of ``conf/config.yaml``; the config groups are built by their ``_target_``."""
+
+    seed: int = MISSING
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    test_batch_size: int = MISSING
+    device: str = MISSING
+    threads: Optional[int] = MISSING
+    data_dir: str = MISSING
+    resume: Optional[str] = MISSING
+    progress: Any = MISSING  # auto, true or false (checked by check_settings)
+    refresh_every: int = MISSING
+    print_config: bool = MISSING
+    run_dir: str = MISSING
+    step: StepConfig = field(default_factory=StepConfig)
+    dataset: Any = MISSING
+    model: Any = MISSING
+    signal: Any = MISSING
+    propagator: Any = MISSING
+    loss: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = None
+    logger: Any = None
+
+
+ConfigStore.instance().store(name=SCHEMA, node=TrainConfig)
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line, without the parts that repeat it for developers.
+
+    Hydra's and OmegaConf's messages span several lines (``full_key:``, ``object_type=``, the config
+    search path); a rejected override (``Error merging override epochs=abc``, the reason in its cause)
+    reads ``epochs=abc: <reason>``.
+    """
+    text = str(err).split("Config search path:")[0]
+    prefix = "Error merging override "
+    if text.startswith(prefix) and err.__cause__ is not None:
+        text = f"{text[len(prefix):]}: {err.__cause__}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(("full_key:", "object_type=", "reference_type=", "msg="))]
+    return " ".join(lines) or type(err).__name__
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """The ranges and choices of the top-level settings that their types do not say (Hydra checked the types)."""
+    for key in ("epochs", "batch_size", "test_batch_size", "refresh_every", "step.recompute_chunk"):
+        value = _select(cfg, key)
+        if value < 1:
+            raise ConfigError(f"{key}={value}: must be at least 1")
+    threads = _select(cfg, "threads")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads={threads}: must be at least 1, or null for torch's default")
+    if _select(cfg, "progress") not in PROGRESS:
+        raise ConfigError(f"progress={cfg.progress!r}: must be auto, true or false")
+    resolve_device(_select(cfg, "device"))
+    resume = _select(cfg, "resume")
+    if resume is not None:
+        checkpoint_path(resume)
+
+
+def _select(cfg: DictConfig, key: str) -> Any:
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{key}: {one_line(err)}") from None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r}: must be auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device={name!r}: must be auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name}: torch finds no CUDA device here; use device=cpu or device=auto")
+    return device
+
+
+def checkpoint_path(resume: str) -> Path:
+    """The checkpoint file ``resume`` names: the file itself, or a run folder holding ``checkpoint.pt``."""
+    path = Path(resume).expanduser()
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise ConfigError(f"resume={resume}: no such checkpoint file")
+    return path
