@@ -76,8 +76,15 @@ def projection_context(network: Network, fixed: bool = False, per_class: bool = 
     return nn.Sequential(_formatter(network, per_class), generator)
 
 
-def fixed_draw_context(network: Network, places: int = 1, per_class: bool = False) -> nn.Sequential:
-    """The label's digits drawn into an input-shaped image (``signals.FixedDrawContext``); nothing learns."""
+def fixed_draw_context(
+    network: Network, places: int = 1, layout: str = "rows", per_class: bool = False
+) -> nn.Sequential:
+    """The label's digits drawn into an input-shaped image (``signals.FixedDrawContext``); nothing learns.
+
+    ``layout="rows"`` draws every digit left to right; ``"reference"`` places them as the reference
+    package does, which skips a digit whose cell would touch the bottom edge (with ``places=1`` on a
+    square image: all of them).
+    """
     if len(network.input_shape) != 3:
         raise ValueError(f"signal=draw needs image inputs (C, H, W), got shape {network.input_shape}")
-    return nn.Sequential(_formatter(network, per_class), signals.FixedDrawContext(places))
+    return nn.Sequential(_formatter(network, per_class), signals.FixedDrawContext(places, layout=layout))
