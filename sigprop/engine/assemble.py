@@ -75,6 +75,7 @@ def assemble(
     optimizer: OptimizerFactory,
     mode: str = "fused",
     recompute_chunk: int = 8,
+    fuse_ht: bool | None = None,
 ) -> Assembly:
     """Wrap ``network``'s stem, blocks and head in propagators, with ``signal`` in front.
 
@@ -90,6 +91,9 @@ def assemble(
         optimizer: builds an optimizer from parameters.
         mode: ``fused``, ``layerwise`` or ``lowmem`` (see ``TrainStep``).
         recompute_chunk: samples per recomputed slice in ``lowmem`` mode (``propagators.Loss``).
+        fuse_ht: run ``h`` and ``t`` through each learning layer in one call: ``None`` where that is
+            exact (``propagators.fusable``), ``True`` always (with dropout: one mask draw for both,
+            the same distribution but not the reference's random numbers), ``False`` never.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -109,6 +113,8 @@ def assemble(
         if layer_optimizer is not None:
             layer_optimizers.append(layer_optimizer)
         args = dict(optimizer=layer_optimizer, loss=metrics, deferred=deferred, per_class_signal=per_class)
+        if fuse_ht is not None:
+            args["fuse_ht"] = fuse_ht
         return args | ({"recompute_chunk": recompute_chunk} if mode == "lowmem" else {})
 
     # The signal: learned by its own local loss if it has trainable parameters.

@@ -177,6 +177,7 @@ def build_step(cfg: DictConfig, parts: Parts, data: ImageData, choices: Mapping[
         assembly = assemble(
             network, parts.signal, parts.propagator, parts.loss, parts.optimizer,
             mode=_value(cfg.step.mode), recompute_chunk=cfg.step.recompute_chunk,
+            fuse_ht=cfg.step.fuse_ht,
         )
     with blame("step"):
         return TrainStep(

@@ -47,6 +47,7 @@ class StepConfig:
 
     mode: Mode = MISSING
     recompute_chunk: int = MISSING
+    fuse_ht: Optional[bool] = MISSING
     precision: Precision = MISSING
     channels_last: bool = MISSING
     compile: bool = MISSING

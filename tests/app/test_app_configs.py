@@ -129,6 +129,14 @@ def test_groups_build_the_sigprop_objects_they_name(embedded: ImageData) -> None
     drawn = wrapped(["signal=draw"])
     assert isinstance(drawn.model.signal, propagators.signals.Fixed)
     assert isinstance(drawn.model.signal.module[1], signals.FixedDrawContext)
+    # Every label draws its own image (the reference's placement would leave 28x28 images blank).
+    images = drawn.model.signal.module((torch.zeros(10, 1, 28, 28), torch.arange(10)))[1].flatten(1)
+    assert len({tuple(row.tolist()) for row in images}) == 10
+
+    fused = [m.fuse_ht for m in wrapped(["step.fuse_ht=true"]).model.modules() if isinstance(m, propagators.Loss)]
+    assert fused == [True, True]
+    split = [m.fuse_ht for m in wrapped(["step.fuse_ht=false"]).model.modules() if isinstance(m, propagators.Loss)]
+    assert split == [False, False]
 
 
 def test_fixed_propagator_leaves_hidden_layers_alone(embedded: ImageData) -> None:
