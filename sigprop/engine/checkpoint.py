@@ -9,7 +9,6 @@ import os
 import pickle
 import random
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -87,19 +86,21 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
         with warnings.catch_warnings():  # torch warns about pickle protocols of files that are not checkpoints
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+    except OSError as err:
+        raise ValueError(f"{path} cannot be read: {err.strerror or err}") from None
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds for files it did not write; say which case
         # torch's message advises weights_only=False, i.e. running whatever code the file names: never that.
-        if "GLOBAL" in str(err):
+        if isinstance(err, pickle.UnpicklingError) and "GLOBAL" in str(err):
             raise ValueError(
                 f"{path} is not a sigprop checkpoint: it names Python objects beyond tensors and plain values "
                 "(refused: checkpoints are loaded with weights_only=True; do not load files you do not trust)"
             ) from None
+        with open(path, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"  # what torch.save writes
+        if zipped:
+            size = path.stat().st_size
+            raise ValueError(f"{path} is truncated or corrupt ({size:,} bytes; torch cannot read it: {_first_sentence(err)})") from None
         raise ValueError(f"{path} is not a sigprop checkpoint (not a file torch.save wrote)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as err:
-        size = path.stat().st_size
-        raise ValueError(f"{path} is truncated or corrupt ({size:,} bytes; torch cannot read it: {_first_sentence(err)})") from None
-    except OSError as err:
-        raise ValueError(f"{path} cannot be read: {err.strerror or err}") from None
     if not isinstance(state, dict) or "format" not in state:
         raise ValueError(f"{path} is not a sigprop checkpoint (no format field)")
     if state["format"] != FORMAT:
