@@ -49,6 +49,7 @@ def fail(err: BaseException) -> NoReturn:
 
 
 def in_sweep() -> bool:
+    """Whether this job is one of a multirun's (``-m``)."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
@@ -102,8 +103,8 @@ def main(cfg: DictConfig) -> float:
                     outcome = outcome_of(err)
             rundir.remove_parts(job.run_dir)
         if outcome.status != "finished":
-            kept = f"epoch {last_epoch}" if last_epoch else "no epoch"
-            return stopped(outcome, f"{job.run_dir} keeps {kept} (checkpoint.pt, metrics.jsonl, summary.json: {outcome.status})")
+            kept = f"{job.run_dir} keeps epoch {last_epoch} (checkpoint.pt, metrics.jsonl)" if last_epoch else f"{job.run_dir}: no epoch completed"
+            return stopped(outcome, f"{kept}; summary.json says {outcome.status}")
     log.info(
         "final test accuracy %.4f (best %.4f at epoch %d); run folder %s",
         summary["final/test/acc"], summary["best/test/acc"], summary["best/epoch"], job.run_dir,

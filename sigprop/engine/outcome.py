@@ -98,6 +98,8 @@ def outcome_of(err: BaseException) -> Outcome:
         return Outcome("interrupted", f"interrupted by {signal.SIGINT.name}", Interrupted(signal.SIGINT))
     if isinstance(err, JobFailed):
         return Outcome(err.status, str(err), err)
+    if isinstance(err, (TrackerError, ConfigError)):  # their message is the one line
+        return Outcome("failed", str(err), err)
     if disk_full(err):
         return Outcome("failed", "the disk is full (no space left on device)", err)
     return Outcome("failed", one_line_error(err), err)
