@@ -12,72 +12,121 @@ Read top to bottom:
    (`sigprop.propagators.Loss`, sigprop/propagators/learn.py); with `step.mode=fused` the local
    losses are applied by one backward in the training step (sigprop/engine/step.py).
 2. Train epoch by epoch. `loop.run_phase` runs the batches and reads every layer's metrics
-   (`train/layer01/acc`, ...); the tracker writes them to metrics.jsonl and W&B
-   (sigprop/tracking/wandb_tracker.py); checkpoint.pt is replaced after each epoch.
-3. Finish: summary.json, W&B summary, one line with the final accuracy.
+   (`train/layer01/acc`, ...); an epoch with a non-finite loss stops the run (diverged); otherwise
+   the tracker writes the epoch to metrics.jsonl and W&B (sigprop/tracking/wandb_tracker.py) and
+   checkpoint.pt is replaced. SIGTERM or SIGINT abandons the epoch in progress
+   (sigprop/engine/interrupt.py).
+3. Finish: summary.json and the W&B run record how the run ended (sigprop/engine/outcome.py:
+   finished, interrupted, diverged, failed) and the last completed epoch; one line with the final
+   accuracy, or one line that says why the run stopped (exit status 1; 130/143 for a signal).
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from typing import NoReturn
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sigprop.engine import build, checkpoint, config, loop
+from sigprop.engine import build, checkpoint, config, loop, rundir
+from sigprop.engine.interrupt import Interrupted, StopSignals
+from sigprop.engine.outcome import Outcome, check_finite, outcome_of
+from sigprop.tracking.jsonl import write_summary
 
 log = logging.getLogger("train")
 
 
 def fail(err: BaseException) -> NoReturn:
-    """Stop with a configuration problem as one line on stderr and exit status 1 (a sweep stops here too)."""
+    """Stop with a configuration problem as one line on stderr and exit status 1."""
     raise SystemExit(f"error: {config.one_line(err)}") from None
+
+
+def in_sweep() -> bool:
+    """Whether this job is one of a multirun's (``-m``)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """One training job; returns the final test accuracy (what a hyper-parameter sweeper maximises)."""
-    # 1. Check and build: data, the assembled model and its training step, loaders, trackers.
-    try:
-        job = build.prepare(cfg, build.hydra_run_info())
-    except (config.ConfigError, OmegaConfBaseException) as err:
-        fail(err)
-    if cfg.print_config:
-        log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
-    log.info(job.describe())
-    step, history, epochs = job.step, job.history, cfg.epochs
+    with StopSignals() as signals:
+        # 1. Check and build: data, the assembled model and its training step, loaders, trackers.
+        try:
+            job = build.prepare(cfg, build.hydra_run_info())
+        except (config.ConfigError, OmegaConfBaseException) as err:
+            if not in_sweep():
+                fail(err)
+            # In a sweep a setting that does not fit the data fails this job alone; the others run.
+            write_summary(cfg.run_dir, {"last_epoch": 0, "reason": config.one_line(err)}, "failed")
+            return stopped(Outcome("failed", config.one_line(err), err))
+        if cfg.print_config:
+            log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+        log.info(job.describe())
+        step, history, epochs = job.step, job.history, cfg.epochs
 
-    # 2. Train: every epoch's metrics go to metrics.jsonl and W&B, then checkpoint.pt is replaced.
-    job.tracker.start(job.tracker_config)
-    try:
-        for row in history:  # a resumed run's earlier epochs, so its record is complete
-            job.tracker.log(row, int(row["epoch"]))
-        for epoch in range(job.start_epoch + 1, epochs + 1):
-            row = {"epoch": epoch, "lr": step.lr()}
-            bar = dict(progress=job.progress, refresh_every=cfg.refresh_every)
-            row |= loop.run_phase(step, job.train_loader, "train", desc=f"epoch {epoch}/{epochs} train", **bar)
-            step.epoch_end()
-            row |= loop.run_phase(step, job.test_loader, "test", desc=f"epoch {epoch}/{epochs} test", **bar)
-            history.append(row)
-            job.tracker.log(row, epoch)
-            log.info(loop.describe_epoch(row, epochs))
-            checkpoint.save(job.run_dir / checkpoint.CHECKPOINT_FILE, epoch, step, job.generator, history)
-    except BaseException:
-        job.tracker.finish({}, failed=True)  # close the W&B run (marked failed) before the error propagates
-        raise
+        # 2. Train: every epoch's metrics go to metrics.jsonl and W&B, then checkpoint.pt is replaced.
+        outcome = Outcome("finished")
+        try:
+            job.tracker.start(job.tracker_config)
+            for row in history:  # a resumed run's earlier epochs, so its record is complete
+                job.tracker.log(row, int(row["epoch"]))
+            for epoch in range(job.start_epoch + 1, epochs + 1):
+                row = {"epoch": epoch, "lr": step.lr()}
+                bar = dict(progress=job.progress, refresh_every=cfg.refresh_every)
+                row |= loop.run_phase(step, job.train_loader, "train", desc=f"epoch {epoch}/{epochs} train", **bar)
+                step.epoch_end()
+                row |= loop.run_phase(step, job.test_loader, "test", desc=f"epoch {epoch}/{epochs} test", **bar)
+                check_finite(row)  # a NaN or infinite loss: stop, keeping the last finite epoch's checkpoint
+                with signals.held():  # a stop signal waits until the epoch's record is whole
+                    checkpoint.save(job.run_dir / checkpoint.CHECKPOINT_FILE, epoch, step, job.generator, [*history, row], job.config)
+                    history.append(row)
+                    job.tracker.log(row, epoch)
+                log.info(loop.describe_epoch(row, epochs))
+        except BaseException as err:  # noqa: BLE001 - recorded below, then raised or reported
+            outcome = outcome_of(err)
 
-    # 3. Finish.
-    summary = loop.summarize(history)
-    job.tracker.finish(summary)
+        # 3. Finish: the record says how the run ended and which epoch the checkpoint holds.
+        last_epoch = int(history[-1]["epoch"]) if history else 0
+        summary = {"last_epoch": last_epoch, **loop.summarize(history)}
+        with signals.held():
+            try:
+                job.tracker.finish(summary | ({"reason": outcome.reason} if outcome.reason else {}), outcome.status)
+            except Exception as err:  # noqa: BLE001 - e.g. a full disk: the outcome says so
+                if outcome.status == "finished":
+                    outcome = outcome_of(err)
+            rundir.remove_parts(job.run_dir)
+        if outcome.status != "finished":
+            kept = f"{job.run_dir} keeps epoch {last_epoch} (checkpoint.pt, metrics.jsonl)" if last_epoch else f"{job.run_dir}: no epoch completed"
+            return stopped(outcome, f"{kept}; summary.json says {outcome.status}")
     log.info(
         "final test accuracy %.4f (best %.4f at epoch %d); run folder %s",
         summary["final/test/acc"], summary["best/test/acc"], summary["best/epoch"], job.run_dir,
     )
     return summary["final/test/acc"]
+
+
+def stopped(outcome: Outcome, kept: str = "") -> float:
+    """End a job that did not finish. A signal stops the process (a sweep too: exit 130/143). A crash raises
+    its error. Any other failure is one line: exit status 1 for a single run; in a sweep the job's record
+    says it failed, the next job runs, and the sweep exits with status 1 at the end, listing it."""
+    error, line = outcome.error, "; ".join(filter(None, [outcome.reason, kept]))
+    if isinstance(error, Interrupted):
+        log.error(line)
+        raise error
+    if in_sweep():
+        log.error("%s: %s", outcome.status, line, exc_info=None if outcome.expected else error)
+        return math.nan
+    if outcome.expected or error is None:
+        raise SystemExit(f"error: {line}")
+    log.error(line)
+    raise error
 
 
 def multirun_flag_first(argv: list[str]) -> list[str]:
@@ -96,3 +145,5 @@ if __name__ == "__main__":
         main()
     except (config.ConfigError, HydraException, OmegaConfBaseException) as err:
         fail(err)
+    except Interrupted as err:  # the job's record is closed: summary.json says "interrupted"
+        sys.exit(err.exit_code)

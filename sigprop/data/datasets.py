@@ -37,7 +37,7 @@ EMBEDDED_FILE = "mnist_small.npz"
 # torchvision's urlopen has no timeout: a network that drops packets (instead of refusing)
 # would hang a download forever, so downloads run under this socket timeout.
 DOWNLOAD_TIMEOUT_S = 30.0
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: files are keyed by modification time (ns) and size
 DECODE_CHUNK = 512  # images per decoding task
 # Batched JPEG decoding, about twice as fast as PIL on small images; deprecated since torchvision 0.29.
 _BATCH_JPEG = hasattr(torchvision.io, "decode_jpeg") and hasattr(torchvision.io, "read_file")
@@ -540,9 +540,12 @@ class ImageFolder(Dataset):
         return train_x, train_y, test_x, test_y, len(train.classes)
 
     def _fingerprint(self, samples: list[tuple[str, int]], mode: str, size: tuple[int, int]) -> str:
+        """What the cache is valid for: the settings, and every file's path, label, size and modification time
+        in nanoseconds (an image replaced by another of the same size changes the time)."""
         digest = hashlib.sha256(f"{CACHE_VERSION}|{self.path}|{mode}|{size}".encode())
         for file, label in samples:
-            digest.update(f"\n{os.path.relpath(file, self.path)}|{os.path.getsize(file)}|{label}".encode())
+            stat = os.stat(file)
+            digest.update(f"\n{os.path.relpath(file, self.path)}|{stat.st_size}|{stat.st_mtime_ns}|{label}".encode())
         return digest.hexdigest()
 
     def _split(self, split: str, samples: list[tuple[str, int]], mode: str, size: tuple[int, int]) -> tuple[Tensor, Tensor]:

@@ -77,7 +77,9 @@ class TensorLoader:
     Args:
         images: ``uint8`` tensor ``(N, C, H, W)``.
         labels: ``int64`` tensor ``(N,)``.
-        batch_size: samples per batch (the last batch may be smaller unless ``drop_last``).
+        batch_size: samples per batch (the last batch may be smaller unless ``drop_last``; a last batch of a
+            single sample is merged into the one before it, which then has ``batch_size + 1``: batch
+            normalisation needs at least two samples for its statistics).
         mean, std: per-channel normalisation.
         shuffle: new random order every epoch (from ``generator``).
         augment: augmentation for training batches, or ``None``.
@@ -118,7 +120,9 @@ class TensorLoader:
 
     def __len__(self) -> int:
         n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        if self.drop_last or (n % self.batch_size == 1 and n > 1):
+            return n // self.batch_size
+        return -(-n // self.batch_size)
 
     @property
     def num_samples(self) -> int:
@@ -130,8 +134,10 @@ class TensorLoader:
             order = torch.randperm(n, generator=self.generator).to(self.device)
         else:
             order = torch.arange(n, device=self.device)
-        for i in range(len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+        count = len(self)
+        for i in range(count):
+            end = n if i == count - 1 and not self.drop_last else (i + 1) * self.batch_size
+            idx = order[i * self.batch_size : end]
             gen = self.generator if self.device.type == "cpu" else None
             x = self.images[idx]
             if self.augment is not None:

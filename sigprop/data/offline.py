@@ -13,6 +13,7 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
@@ -41,29 +42,42 @@ def _idx_source(source: Path, name: str) -> Path | None:
     return None
 
 
-def _read_head(path: Path, size: int) -> bytes:
-    opener = gzip.open if path.suffix == ".gz" else open
+def _idx_bytes(path: Path) -> bytes:
+    """The bytes of an IDX file, decompressed if it ends in ``.gz``; ``ValueError`` naming a truncated or corrupt file."""
     try:
-        with opener(path, "rb") as f:
-            return f.read(size)
-    except OSError as err:  # a corrupt .gz raises BadGzipFile, an OSError
-        raise ValueError(f"{path} cannot be read: {err}") from None
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except EOFError:
+        raise ValueError(f"{path} is truncated (its gzip stream ends early): download it again") from None
+    except (OSError, zlib.error) as err:  # BadGzipFile (bad CRC or header) is an OSError
+        raise ValueError(f"{path} is corrupt ({err}): download it again") from None
+
+
+def idx_shape(data: bytes, path: Path, kind: str | None = None) -> tuple[int, ...]:
+    """The shape an IDX file's header gives, after checking the header's magic number (unsigned bytes; 3
+    dimensions for ``kind="images"``, 1 for ``"labels"``) and that exactly that many bytes follow it."""
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08" or (kind is not None and data[:4] != IDX_MAGIC[kind]):
+        raise ValueError(f"{path} is not an IDX {kind + ' ' if kind else ''}file of unsigned bytes (wrong header)")
+    ndim = data[3]
+    offset = 4 + 4 * ndim
+    if len(data) < offset:
+        raise ValueError(f"{path} is truncated: {len(data)} bytes, shorter than its header")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = offset + int(np.prod(shape))
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "longer than its header says"
+        raise ValueError(f"{path} is {what}: its header says {shape}, which takes {expected:,} bytes, but it has {len(data):,}")
+    return shape
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """The ``uint8`` array in an IDX file (``.gz`` or plain), shaped as its header says."""
+    """The ``uint8`` array in an IDX file (``.gz`` or plain), shaped as its header says (checked: see ``idx_shape``)."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes (wrong header)")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    offset = 4 + 4 * ndim
-    if len(data) - offset != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says {shape}, but {len(data) - offset} bytes follow it")
-    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
+    data = _idx_bytes(path)
+    shape = idx_shape(data, path)
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * len(shape)).reshape(shape)
 
 
 def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
@@ -89,35 +103,50 @@ def import_idx(source: str | Path, root: str | Path, folder: str = "MNIST") -> P
 
     ``source`` may hold them gzip-compressed (``*.gz``) or plain. The result is what
     torchvision's ``MNIST``/``FashionMNIST`` classes read with ``download=False``
-    (``folder`` is the class name, e.g. ``FashionMNIST``). Files already in place are kept.
-    All four sources are checked (present, IDX headers) before anything is written.
+    (``folder`` is the class name, e.g. ``FashionMNIST``). Every file is validated, in place or
+    from ``source`` (header, dimensions, byte length; images and labels of a split in equal numbers)
+    before anything is written; valid files in place are kept, invalid ones replaced. The files are
+    written to a staging folder inside ``raw`` and renamed into place, so a failure or Ctrl-C leaves
+    nothing half-written behind. Raises ``ValueError`` (or ``FileNotFoundError``) naming the bad file.
     """
     source, raw = Path(source).expanduser(), Path(root).expanduser() / folder / "raw"
-    todo: list[tuple[Path, Path]] = []
+    shapes: dict[str, tuple[int, ...]] = {}
+    todo: dict[str, bytes] = {}
     for name in IDX_FILES:
+        kind = "images" if "images" in name else "labels"
         dest = raw / name
-        if dest.exists():
-            continue
+        if dest.is_file():
+            try:
+                shapes[name] = idx_shape(_idx_bytes(dest), dest, kind)
+                continue
+            except ValueError as err:
+                log.warning("replacing %s: %s", dest, err)
         src = _idx_source(source, name)
         if src is None:
-            missing = [n for n in IDX_FILES if _idx_source(source, n) is None]
+            missing = [n for n in IDX_FILES if _idx_source(source, n) is None and n not in shapes]
             raise FileNotFoundError(
                 f"{source}: missing {', '.join(missing)} (.gz or plain): the four IDX files must be in that folder"
             )
-        kind = "images" if "images" in name else "labels"
-        if _read_head(src, 4) != IDX_MAGIC[kind]:
-            raise ValueError(f"{src} is not an IDX {kind} file (wrong header)")
-        todo.append((src, dest))
+        todo[name] = _idx_bytes(src)
+        shapes[name] = idx_shape(todo[name], src, kind)
+    for images, labels in zip(IDX_FILES[::2], IDX_FILES[1::2], strict=True):
+        if shapes[images][0] != shapes[labels][0]:
+            where = {n: raw / n if n not in todo else _idx_source(source, n) for n in (images, labels)}
+            raise ValueError(
+                f"{where[labels]} has {shapes[labels][0]:,} labels for the {shapes[images][0]:,} images of {where[images]}"
+            )
+    if not todo:
+        return raw
     raw.mkdir(parents=True, exist_ok=True)
-    for src, dest in todo:
-        tmp = dest.with_suffix(".part")
-        if src.suffix == ".gz":
-            with gzip.open(src, "rb") as f, open(tmp, "wb") as out:
-                shutil.copyfileobj(f, out)
-        else:
-            shutil.copyfile(src, tmp)
-        tmp.replace(dest)  # atomic: an interrupted import never leaves a truncated file under the real name
-        log.info("imported %s", dest)
+    for stale in [*raw.glob("*.part"), *raw.glob(".staging-*")]:  # left by a killed import
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    # Staged inside raw/ (one filesystem: the moves are renames); the folder goes on any error or Ctrl-C.
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=raw) as staging:
+        for name, data in todo.items():
+            (Path(staging) / name).write_bytes(data)
+        for name in todo:
+            os.replace(Path(staging) / name, raw / name)
+            log.info("imported %s", raw / name)
     return raw
 
 

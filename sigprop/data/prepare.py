@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         where = prepare(args.dataset, args.source, data_dir, args.name)
     except (OSError, ValueError, tarfile.TarError) as err:
         parser.exit(2, f"prepare {args.dataset}: {err}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"prepare {args.dataset}: interrupted; nothing half-written was left in {data_dir}\n")
     log.info("%s is ready in %s", args.dataset, where)
 
 

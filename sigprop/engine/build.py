@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
+import math
 import random
 import sys
+import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +30,11 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
 from hydra.errors import HydraException, InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..data.datasets import ImageData
@@ -37,10 +42,10 @@ from ..data.loader import TensorLoader
 from ..loss import needs_per_class_signal
 from ..propagators import global_parameters, local_parameters
 from ..tracking import JsonlTracker, Tracker, Trackers
-from ..tracking.jsonl import METRICS_FILE
-from . import checkpoint
+from ..tracking.jsonl import METRICS_FILE, SUMMARY_FILE
+from . import checkpoint, rundir
 from .assemble import assemble, propagator_class
-from .config import ConfigError, check_settings, checkpoint_path, one_line, resolve_device
+from .config import ConfigError, check_resume, check_settings, checkpoint_path, one_line, resolve_device, run_config
 from .step import TrainStep
 from .sweeps import sweep_jobs
 
@@ -128,8 +133,7 @@ def build_parts(cfg: DictConfig, choices: Mapping[str, str]) -> Parts:
     with blame(label("optimizer", choices)):
         optimizer = made["optimizer"]([dummy])
     if made["scheduler"] is not None:
-        with blame(label("scheduler", choices)):
-            made["scheduler"](optimizer)
+        check_scheduler(made["scheduler"], optimizer, cfg.epochs, choices)
     if made["logger"] is not None:
         with blame(label("logger", choices)):
             made["logger"](run_dir=Path("."))
@@ -139,10 +143,48 @@ def build_parts(cfg: DictConfig, choices: Mapping[str, str]) -> Parts:
     return Parts(**made)
 
 
+def check_scheduler(scheduler: functools.partial, optimizer: torch.optim.Optimizer, epochs: int, choices: Mapping[str, str]) -> None:
+    """The schedule's settings, and the schedule run for ``epochs`` epochs on ``optimizer`` (a dummy): a bad value
+    fails here, not at the first milestone. ``milestones`` must be epochs (whole numbers from 1), ``gamma`` a
+    positive number (``MultiStepLR`` would take ``milestones=abc`` as three milestones that never come)."""
+    settings = scheduler.keywords
+    if "milestones" in settings:
+        milestones = settings["milestones"]
+        if (
+            isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence)
+            or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in milestones)
+        ):
+            raise ConfigError(f"scheduler.milestones={_plain(milestones)}: must be a list of epochs (whole numbers from 1), e.g. [10,15]")
+    if "gamma" in settings:
+        gamma = settings["gamma"]
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma < math.inf:
+            raise ConfigError(f"scheduler.gamma={_plain(gamma)}: must be a positive number (the factor at each milestone)")
+    with blame(label("scheduler", choices)), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": this optimizer never steps
+        schedule = scheduler(optimizer)
+        for _ in range(epochs):
+            schedule.step()
+
+
+def _plain(value: Any) -> str:
+    return str(OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value).replace(" ", "")
+
+
 def check_config(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> None:
-    """Every check that needs no data: settings, and every group instantiated."""
+    """Every check that needs no data: settings, every group instantiated, and a resumed run's settings
+    against its checkpoint's."""
     check_settings(cfg)
     build_parts(cfg, choices_of(cfg) if choices is None else choices)
+    if cfg.resume is not None:
+        check_resume(cfg.resume, load_checkpoint(cfg.resume)["config"], run_config(cfg))
+
+
+def load_checkpoint(resume: str) -> dict[str, Any]:
+    """The checkpoint ``resume`` names; a missing or unreadable file is a ``ConfigError`` that says what is wrong."""
+    try:
+        return checkpoint.load(checkpoint_path(resume))
+    except ValueError as err:
+        raise ConfigError(f"resume={resume}: {one_line(err)}") from None
 
 
 def check_new_run_dir(run_dir: Path, setting: str = "hydra.run.dir") -> None:
@@ -206,6 +248,25 @@ def check_forward(step: TrainStep, data: ImageData, device: torch.device, choice
         step.monitor.reset()
 
 
+def check_batch_statistics(step: TrainStep, data: ImageData, batch_size: int, test_batch_size: int, choices: Mapping[str, str]) -> None:
+    """Batch normalisation computes statistics over a batch, which needs at least 2 samples: refuse batch
+    sizes (and subsets) that would give a batch of one. (A last batch of one sample is merged into the batch
+    before it by ``TensorLoader``; this is for batches that are all single samples.)"""
+    norms = [m for m in step.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    at_test = any(not m.track_running_stats for m in norms)  # batch statistics in evaluation too
+    where = f"{label('model', choices)} normalises with batch statistics, which need at least 2 samples per batch"
+    for setting, size, applies in (
+        ("batch_size", batch_size, True),
+        ("dataset.train_subset", len(data.train_labels), True),
+        ("test_batch_size", test_batch_size, at_test),
+        ("dataset.test_subset", len(data.test_labels), at_test),
+    ):
+        if applies and size < 2:
+            raise ConfigError(f"{setting}={size}: {where} (use at least 2, or model.norm=instance or none)")
+
+
 @dataclass
 class RunInfo:
     """Where a run writes and what trackers call it."""
@@ -231,6 +292,7 @@ class Job:
     """Everything one training run needs, checked and built; nothing written yet."""
 
     cfg: DictConfig
+    config: dict[str, Any]  # the composed config, as checkpoints store it (config.run_config)
     device: torch.device
     data: ImageData
     step: TrainStep
@@ -274,16 +336,24 @@ def make_tracker(logger: functools.partial | None, info: RunInfo) -> Tracker:
 
 
 def prepare(cfg: DictConfig, info: RunInfo) -> Job:
-    """Check ``cfg`` and build the run it describes (resuming from ``resume`` if set); writes nothing.
+    """Check ``cfg`` and build the run it describes (resuming from ``resume`` if set); writes nothing (but for
+    removing the half-written ``*.part`` files a killed run left beside the checkpoint it resumes from).
 
     Raises ``ConfigError`` for anything that would stop the run: a bad setting, missing data, a network
-    that does not fit the data, a checkpoint that does not fit the network, or a run folder that already
-    holds a run.
+    that does not fit the data, a checkpoint that is unreadable, was written with other settings or does
+    not fit the network, or a run folder that already holds a run.
     """
     choices = info.choices
     check_settings(cfg)
     parts = build_parts(cfg, choices)
     check_new_run_dir(info.run_dir)
+    config = run_config(cfg)
+    saved = None
+    if cfg.resume is not None:
+        for part in rundir.remove_parts(checkpoint_path(cfg.resume).parent):
+            log.info("removed %s, left half-written by an earlier run", part)
+        saved = load_checkpoint(cfg.resume)
+        check_resume(cfg.resume, saved["config"], config)
     device = resolve_device(cfg.device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -292,6 +362,7 @@ def prepare(cfg: DictConfig, info: RunInfo) -> Job:
     step = build_step(cfg, parts, data, choices)
     step.model.to(device)
     check_forward(step, data, device, choices)
+    check_batch_statistics(step, data, cfg.batch_size, cfg.test_batch_size, choices)
     generator = torch.Generator().manual_seed(cfg.seed)
     train_loader = TensorLoader(
         data.train_images, data.train_labels, cfg.batch_size, data.mean, data.std,
@@ -299,35 +370,51 @@ def prepare(cfg: DictConfig, info: RunInfo) -> Job:
     )
     test_loader = TensorLoader(data.test_images, data.test_labels, cfg.test_batch_size, data.mean, data.std, device=device)
     start_epoch, history = 0, []
-    if cfg.resume is not None:
-        path = checkpoint_path(cfg.resume)
-        with blame(f"resume={cfg.resume}: the checkpoint does not fit this configuration"):
-            start_epoch, history = checkpoint.restore(checkpoint.load(path), step, generator)
+    if saved is not None:
+        with blame(f"resume={cfg.resume}: the checkpoint's weights do not fit this network"):
+            start_epoch, history = checkpoint.restore(saved, step, generator)
         if start_epoch >= cfg.epochs:
             raise ConfigError(f"resume={cfg.resume}: the checkpoint has {start_epoch} epochs already, epochs={cfg.epochs}")
-        log.info("resuming from %s after epoch %d", path, start_epoch)
+        log.info("resuming from %s after epoch %d", checkpoint_path(cfg.resume), start_epoch)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     tracker_config = {**resolved, "choices": dict(choices)}  # type: ignore[dict-item]
     progress = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
     return Job(
-        cfg, device, data, step, train_loader, test_loader, generator, make_tracker(parts.logger, info),
+        cfg, config, device, data, step, train_loader, test_loader, generator, make_tracker(parts.logger, info),
         tracker_config, info.run_dir, progress, dict(choices), start_epoch, history,
     )
 
 
+def job_record(run_dir: Path) -> tuple[str, str]:
+    """``(status, reason)`` of the run in ``run_dir`` as its ``summary.json`` records it (``failed`` without one)."""
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+        return str(summary.get("status", "failed")), str(summary.get("reason", ""))
+    except (OSError, ValueError):
+        return "failed", f"no readable {SUMMARY_FILE}"
+
+
 class ConfigCheck(Callback):
     """Hydra callback: ``check_config`` before a run's folder is created, and for every job of a sweep
-    before the first job starts (so a bad value in a sweep stops it before any training).
+    before the first job starts (so a bad value in a sweep stops it before any training); then the run's
+    folder (a sweep's folder) is claimed (``rundir.claim``) before Hydra writes anything there. After a
+    sweep, the jobs whose record does not say ``finished`` are listed in one line, exit status 1.
 
     Hydra turns exceptions raised by callbacks into warnings and carries on, so a failed check
     exits here with the one-line message (``SystemExit``, status 1).
     """
 
+    def __init__(self) -> None:
+        self.jobs = 0
+        self.failed: list[str] = []
+
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = Path(config.hydra.run.dir)
         try:
             check_config(config)
             # Before Hydra writes its .hydra/ files there: an earlier run's folder stays untouched.
-            check_new_run_dir(Path(config.hydra.run.dir))
+            check_new_run_dir(run_dir)
+            rundir.claim(run_dir)
         except (ConfigError, HydraException, OmegaConfBaseException) as err:
             raise SystemExit(f"error: {one_line(err)}") from None
 
@@ -348,3 +435,22 @@ class ConfigCheck(Callback):
                 check_config(loader.load_sweep_config(config, overrides))
             except (ConfigError, HydraException, OmegaConfBaseException) as err:
                 raise SystemExit(f"error: {one_line(err)} (in the sweep's job {' '.join(overrides)})") from None
+        try:
+            rundir.claim(sweep_dir, "hydra.sweep.dir")
+        except ConfigError as err:
+            raise SystemExit(f"error: {err}") from None
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        self.jobs += 1
+        status, reason = job_record(Path(config.hydra.runtime.output_dir))
+        if job_return.status == JobStatus.FAILED:  # an error Hydra caught: the job's record could not say so
+            status, reason = "failed", one_line(job_return._return_value)
+        if status != "finished":
+            overrides = " ".join(job_return.overrides or [])
+            self.failed.append(f"job {config.hydra.job.num} ({overrides}) {status}" + (f": {reason}" if reason else ""))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.failed:
+            raise SystemExit(f"error: {len(self.failed)} of {self.jobs} jobs did not finish: {'; '.join(self.failed)}")

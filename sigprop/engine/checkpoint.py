@@ -1,8 +1,14 @@
-"""Checkpoints: everything a run needs to continue exactly where it stopped, written atomically."""
+"""Checkpoints: everything a run needs to continue exactly where it stopped, written atomically.
+
+A checkpoint also holds the run's composed config, so a resumed run can be checked against it
+(``config.resume_differences``): it continues the same training or it does not start.
+"""
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +18,7 @@ import torch
 from .step import TrainStep
 
 CHECKPOINT_FILE = "checkpoint.pt"
-FORMAT = 2  # 2: the whole model is a models.Forward (backprop too), saved under "step"
+FORMAT = 3  # 3: with the composed config ("config"); 2: the whole model is a models.Forward, saved under "step"
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -44,9 +50,16 @@ def _tuples(value: Any) -> Any:
 
 
 def save(
-    path: str | os.PathLike[str], epoch: int, step: TrainStep, generator: torch.Generator, history: list[dict[str, float]]
+    path: str | os.PathLike[str],
+    epoch: int,
+    step: TrainStep,
+    generator: torch.Generator,
+    history: list[dict[str, float]],
+    config: dict[str, Any],
 ) -> None:
-    """Write the state after ``epoch`` completed epochs to ``path`` (a temporary file renamed over it: never half written)."""
+    """Write the state after ``epoch`` completed epochs to ``path`` (a temporary file renamed over it: never half
+    written; a failed write, e.g. on a full disk, leaves no temporary file). ``config``: the run's composed config,
+    ``{"resolved": ..., "raw": ...}`` (``config.run_config``)."""
     path = Path(path)
     state = {
         "format": FORMAT,
@@ -54,20 +67,53 @@ def save(
         "step": step.state_dict(),
         "rng": rng_state(generator),
         "history": history,
+        "config": config,
     }
     tmp = path.with_name(f"{path.name}.part")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:  # through a Python file: a full disk raises OSError (ENOSPC) behind torch's error
+            torch.save(state, f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint written by ``save`` (tensors and plain values only: no code is unpickled)."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    """Read a checkpoint written by ``save`` (tensors and plain values only: no code is unpickled, whatever
+    the file holds). Raises ``ValueError`` with one line that says what is wrong with the file."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files that are not checkpoints
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise ValueError(f"{path} cannot be read: {err.strerror or err}") from None
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds for files it did not write; say which case
+        # torch's message advises weights_only=False, i.e. running whatever code the file names: never that.
+        if isinstance(err, pickle.UnpicklingError) and "GLOBAL" in str(err):
+            raise ValueError(
+                f"{path} is not a sigprop checkpoint: it names Python objects beyond tensors and plain values "
+                "(refused: checkpoints are loaded with weights_only=True; do not load files you do not trust)"
+            ) from None
+        with open(path, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"  # what torch.save writes
+        if zipped:
+            size = path.stat().st_size
+            raise ValueError(f"{path} is truncated or corrupt ({size:,} bytes; torch cannot read it: {_first_sentence(err)})") from None
+        raise ValueError(f"{path} is not a sigprop checkpoint (not a file torch.save wrote)") from None
     if not isinstance(state, dict) or "format" not in state:
-        raise ValueError(f"{path} is not a sigprop checkpoint")
+        raise ValueError(f"{path} is not a sigprop checkpoint (no format field)")
     if state["format"] != FORMAT:
-        raise ValueError(f"{path} has checkpoint format {state['format']}; this version reads format {FORMAT}")
+        raise ValueError(
+            f"{path} has checkpoint format {state['format']}; this version reads format {FORMAT} "
+            "(format 3 records the run's settings, so a resumed run can be checked against them)"
+        )
     return state
+
+
+def _first_sentence(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text.split(". ")[0]
 
 
 def restore(state: dict[str, Any], step: TrainStep, generator: torch.Generator) -> tuple[int, list[dict[str, float]]]:

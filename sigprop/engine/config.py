@@ -22,6 +22,10 @@ from .checkpoint import CHECKPOINT_FILE
 
 SCHEMA = "train_schema"
 PROGRESS = ("auto", True, False)
+# What may differ from the checkpoint's settings when a run is resumed: how long, where and how it is
+# watched, never what is trained. Every other difference refuses the resume (``resume_differences``).
+RESUMABLE = ("epochs", "device", "threads", "data_dir", "resume", "run_dir", "progress", "refresh_every",
+             "print_config", "logger")
 
 
 class ConfigError(ValueError):
@@ -146,3 +150,63 @@ def checkpoint_path(resume: str) -> Path:
     if not path.is_file():
         raise ConfigError(f"resume={resume}: no such checkpoint file")
     return path
+
+
+def run_config(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config as a checkpoint stores it: ``resolved`` (the values that ran) and ``raw`` (with the
+    ``${...}`` interpolations, so a value derived from a resumable setting such as ``data_dir`` can differ)."""
+    # Without Hydra's node and run_dir (an interpolation of it): the folder is not a setting of the training.
+    node = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("hydra", "run_dir")])
+    return {
+        "resolved": OmegaConf.to_container(node, resolve=True, enum_to_str=True),
+        "raw": OmegaConf.to_container(node, resolve=False, enum_to_str=True),
+    }
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out |= _flatten(item, f"{prefix}{key}.")
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def _resumable(key: str) -> bool:
+    return any(key == k or key.startswith(f"{k}.") for k in RESUMABLE)
+
+
+def resume_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Every setting of ``now`` that differs from the checkpoint's ``saved`` (both from ``run_config``), as
+    ``key=<now> (checkpoint: <saved>)``, except the ``RESUMABLE`` ones and values derived from them."""
+    saved_values, now_values = _flatten(saved["resolved"]), _flatten(now["resolved"])
+    saved_raw, now_raw = _flatten(saved["raw"]), _flatten(now["raw"])
+    differences = []
+    for key in dict.fromkeys([*saved_values, *now_values]):
+        if _resumable(key):
+            continue
+        raw = saved_raw.get(key)
+        if isinstance(raw, str) and "${" in raw and raw == now_raw.get(key):
+            continue  # the same interpolation: its sources are compared themselves
+        missing = "(not set)"
+        before, after = saved_values.get(key, missing), now_values.get(key, missing)
+        if before != after:
+            differences.append(f"{key}={_show(after)} (checkpoint: {_show(before)})")
+    return differences
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(_show(v) for v in value) + "]"
+    return "null" if value is None else str(value)
+
+
+def check_resume(resume: str, saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuse a resume whose settings differ from the checkpoint's: one line listing each difference."""
+    differences = resume_differences(saved, now)
+    if differences:
+        allowed = ", ".join(f"{k}.*" if k == "logger" else k for k in RESUMABLE if k not in ("resume", "run_dir"))
+        raise ConfigError(
+            f"resume={resume}: these settings differ from the checkpoint's: {'; '.join(differences)}. "
+            f"A resumed run continues the same training: only {allowed} may change"
+        )

@@ -26,6 +26,8 @@ def mlp(
     """
     if num_layers < 1:
         raise ValueError(f"model.num_layers must be at least 1, got {num_layers}")
+    if num_hidden < 1:
+        raise ValueError(f"model.num_hidden must be at least 1, got {num_hidden}")
     stem = nn.Sequential(
         nn.Flatten(), linear_block(shape_numel(input_shape), num_hidden, norm, nonlin, dropout, bias)
     )

@@ -36,9 +36,15 @@ def vgg(
     """
     if name not in CONFIGS:
         raise ValueError(f"model.name must be one of {sorted(CONFIGS)}, got {name!r}")
+    if num_layers < 0:
+        raise ValueError(f"model.num_layers must be at least 0, got {num_layers}")
+    if num_hidden < 1:
+        raise ValueError(f"model.num_hidden must be at least 1, got {num_hidden}")
     channels, height, width = input_shape
     cfg = CONFIGS[name]
     width_of = lambda c: int(c * feat_mult)  # noqa: E731
+    if width_of(min(c for c in cfg if c != "M")) < 1:
+        raise ValueError(f"model.feat_mult={feat_mult} leaves a convolution without channels: use a larger factor")
     first = width_of(cfg[0])
     if height > 64:
         stem = conv_block(channels, first, norm, nonlin, dropout, bias, kernel_size=7, stride=2)

@@ -13,8 +13,9 @@ class Tracker:
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         """Record the metrics of epoch ``step``."""
 
-    def finish(self, summary: Mapping[str, float], failed: bool = False) -> None:
-        """Record the summary (final and best values) and close the run; ``failed`` marks a run that crashed."""
+    def finish(self, summary: Mapping[str, Any], status: str = "finished") -> None:
+        """Record the summary (final and best values) and close the run; ``status`` says how it ended:
+        ``finished``, ``interrupted``, ``diverged`` or ``failed`` (``sigprop.engine.outcome``)."""
 
 
 class Trackers(Tracker):
@@ -31,12 +32,12 @@ class Trackers(Tracker):
         for t in self.trackers:
             t.log(metrics, step)
 
-    def finish(self, summary: Mapping[str, float], failed: bool = False) -> None:
+    def finish(self, summary: Mapping[str, Any], status: str = "finished") -> None:
         # Close every tracker even if one fails, so no W&B run is left open for the next job of a sweep.
         errors = []
         for t in self.trackers:
             try:
-                t.finish(summary, failed)
+                t.finish(summary, status)
             except Exception as err:  # noqa: BLE001 - re-raised below once all are closed
                 errors.append(err)
         if errors:

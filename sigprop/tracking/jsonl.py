@@ -42,11 +42,21 @@ class JsonlTracker:
         self.file.write(json.dumps({k: _json_value(v) for k, v in metrics.items()}) + "\n")
         self.file.flush()
 
-    def finish(self, summary: Mapping[str, float], failed: bool = False) -> None:
+    def finish(self, summary: Mapping[str, Any], status: str = "finished") -> None:
         if self.file is not None:
             self.file.close()
             self.file = None
-        tmp = self.run_dir / f"{SUMMARY_FILE}.part"
-        payload = {"status": "failed" if failed else "finished", **{k: _json_value(v) for k, v in summary.items()}}
+        write_summary(self.run_dir, summary, status)
+
+
+def write_summary(run_dir: str | os.PathLike[str], summary: Mapping[str, Any], status: str) -> None:
+    """``<run_dir>/summary.json``: ``{"status": status, **summary}``, written whole or not at all (a failed write,
+    e.g. on a full disk, leaves no ``.part`` file behind)."""
+    run_dir = Path(run_dir)
+    tmp = run_dir / f"{SUMMARY_FILE}.part"
+    payload = {"status": status, **{k: _json_value(v) for k, v in summary.items()}}
+    try:
         tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, self.run_dir / SUMMARY_FILE)
+        os.replace(tmp, run_dir / SUMMARY_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -2,45 +2,72 @@
 from __future__ import annotations
 
 import logging
-import netrc
+import math
 import os
-import socket
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Mapping, Sequence
-from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "online", "offline", "disabled")
-DEFAULT_BASE_URL = "https://api.wandb.ai"
-PROBE_TIMEOUT_S = 3.0
+TIMEOUT_S = 30.0  # the most a run waits for the W&B server (probe and start together)
+# How often wandb writes what it was given to the run's .wandb file (its default, 15 s, would let a SIGKILL
+# lose the last epochs of a W&B record that metrics.jsonl and the checkpoint already hold).
+FLUSH_INTERVAL_S = 1.0
+# wandb's own exit code for an interrupted run (what it records for a KeyboardInterrupt).
+EXIT_CODES = {"finished": 0, "interrupted": 255}
+
+
+class TrackerError(RuntimeError):
+    """A tracker cannot start or record the run; the message is one line that says why."""
+
+
+def wandb_settings() -> Any:
+    """wandb's settings as wandb itself reads them (``WANDB_*`` variables, its settings files), or a
+    ``ValueError`` naming the bad value (e.g. ``WANDB_MODE=bogus``)."""
+    from wandb.sdk import wandb_setup
+
+    try:
+        return wandb_setup.singleton().settings
+    except ValueError as err:  # pydantic's ValidationError: one line per bad field
+        lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip() and "errors.pydantic" not in line]
+        mode = os.environ.get("WANDB_MODE")
+        where = f"WANDB_MODE={mode}" if mode and lines and lines[0] == "mode" else "a W&B setting (WANDB_* or wandb's settings file)"
+        raise ValueError(f"{where}: {' '.join(lines[1:] or lines)}") from None
 
 
 def base_url() -> str:
-    """The W&B server (``WANDB_BASE_URL``, as wandb reads it)."""
-    return os.environ.get("WANDB_BASE_URL", DEFAULT_BASE_URL)
+    """The W&B server wandb would talk to (``WANDB_BASE_URL``, ``wandb login --host``, or its default)."""
+    return str(wandb_settings().base_url)
 
 
 def has_api_key(url: str) -> bool:
-    """Whether wandb would find an API key for ``url``: ``WANDB_API_KEY`` or a ``.netrc`` entry (``NETRC`` or ``~/.netrc``)."""
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+    """Whether wandb finds an API key for ``url``, in wandb's own order: this process's login, ``WANDB_API_KEY``
+    (or ``WANDB_IDENTITY_TOKEN_FILE``), the ``.netrc`` entry ``wandb login`` wrote, wandb's settings."""
+    from wandb import env
+    from wandb.errors import AuthenticationError
+    from wandb.sdk.lib import wbauth
+
+    if os.environ.get(env.API_KEY) or os.environ.get(env.IDENTITY_TOKEN_FILE):
         return True
-    path = Path(os.environ.get("NETRC", "~/.netrc")).expanduser()
     try:
-        entry = netrc.netrc(str(path)).authenticators(urlsplit(url).netloc)
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
-    return bool(entry and entry[2])
-
-
-def reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+        if wbauth.session_credentials(host=url) or wbauth.read_netrc_auth(host=url):
             return True
-    except OSError:
+    except AuthenticationError as err:  # a malformed key in .netrc
+        raise ValueError(f"the W&B API key for {url} in your .netrc is invalid: {err}") from None
+    return bool(wandb_settings().api_key)
+
+
+def answers(url: str, timeout: float) -> bool:
+    """Whether the server at ``url`` answers an HTTP request within ``timeout`` seconds (any HTTP status counts)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return True
+    except urllib.error.HTTPError:  # it answered, if only with an error status
+        return True
+    except (OSError, ValueError):  # refused, unreachable, timed out, or not an http(s) URL
         return False
 
 
@@ -59,9 +86,12 @@ class WandbTracker:
     """Logs a run to W&B: the config, one point per epoch (``epoch`` is the x-axis), best values in the summary,
     and a per-layer table at the end.
 
-    ``mode="auto"`` follows ``WANDB_MODE`` when it is set; otherwise it goes online only with an API key
-    and a reachable server, and else writes an offline run into ``<run_dir>/wandb/`` (upload it later
-    with ``wandb sync``). Offline and disabled runs never ask for a login.
+    ``mode="auto"`` follows ``WANDB_MODE`` when it is set; otherwise it goes online when wandb finds an
+    API key for its server and the server answers within ``timeout`` / 3 seconds, and else writes an
+    offline run into ``<run_dir>/wandb/`` (upload it later with ``wandb sync``), with one warning when
+    a key was found but the server did not answer. ``online`` (or ``WANDB_MODE=online``) without a key,
+    or with a server that does not answer, is an error. A run never waits more than ``timeout`` seconds
+    for the server, and never asks for a login.
 
     Args:
         run_dir: the run's output folder (W&B writes into ``<run_dir>/wandb``).
@@ -71,6 +101,7 @@ class WandbTracker:
         name: the run's display name (``None``: W&B picks one).
         tags: labels shown on the dashboard.
         job_type: W&B's job type (e.g. ``train``).
+        timeout: the most seconds to wait for the server (a third to probe it, the rest for ``wandb.init``).
     """
 
     def __init__(
@@ -83,29 +114,51 @@ class WandbTracker:
         name: str | None = None,
         tags: Sequence[str] = (),
         job_type: str | None = "train",
+        timeout: float = TIMEOUT_S,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"logger.mode must be one of {MODES}, got {mode!r}")
-        if mode == "online" and not has_api_key(base_url()):
-            raise ValueError(
-                "logger.mode=online needs a W&B API key: run `wandb login` or set WANDB_API_KEY "
-                "(or use logger.mode=offline and `wandb sync` later)"
-            )
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+            raise ValueError(f"logger.timeout={timeout!r}: must be a positive number of seconds")
         self.run_dir = Path(run_dir)
-        self.project, self.entity, self.mode = project, entity, mode
+        self.project, self.entity, self.mode, self.timeout = project, entity, mode, float(timeout)
         self.group, self.name, self.tags, self.job_type = group, name, list(tags), job_type
         self.run: Any = None
         self.last: dict[str, float] = {}
+        if self.chosen_mode() == "online" and not has_api_key(base_url()):
+            setting = "logger.mode=online" if mode == "online" else f"WANDB_MODE={os.environ.get('WANDB_MODE')}"
+            raise ValueError(
+                f"{setting} needs a W&B API key for {base_url()}: run `wandb login` or set WANDB_API_KEY "
+                "(or use logger.mode=offline and `wandb sync` later)"
+            )
 
-    def resolve_mode(self) -> str:
-        """The mode this run uses (see the class doc for ``auto``)."""
+    def chosen_mode(self) -> str | None:
+        """The mode the user chose (``logger.mode``, else ``WANDB_MODE``), as wandb names it; ``None`` for auto."""
         if self.mode != "auto":
             return self.mode
-        if os.environ.get("WANDB_MODE"):
-            return os.environ["WANDB_MODE"]
+        if not os.environ.get("WANDB_MODE"):
+            return None
+        mode = str(wandb_settings().mode)  # validates WANDB_MODE
+        return {"run": "online", "shared": "online", "dryrun": "offline"}.get(mode, mode)
+
+    def resolve_mode(self) -> str:
+        """The mode this run uses (see the class doc); raises ``TrackerError`` when online was chosen and the
+        server does not answer."""
+        chosen = self.chosen_mode()
+        if chosen in ("offline", "disabled"):
+            return chosen
         url = base_url()
-        if has_api_key(url) and reachable(url):
+        if chosen is None and not has_api_key(url):
+            return "offline"
+        probe = self.timeout / 3
+        if answers(url, probe):
             return "online"
+        return self._offline_or_fail(f"the W&B server {url} did not answer within {probe:.0f} s", chosen)
+
+    def _offline_or_fail(self, problem: str, chosen: str | None) -> str:
+        if chosen == "online":
+            raise TrackerError(f"W&B online: {problem} (check the network, or use logger.mode=offline and `wandb sync` later)")
+        log.warning("%s: this run's W&B record is saved offline (upload it later with `wandb sync`)", problem)
         return "offline"
 
     def start(self, config: Mapping[str, Any]) -> None:
@@ -113,7 +166,21 @@ class WandbTracker:
 
         mode = self.resolve_mode()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(
+        try:
+            self.run = self._init(wandb, config, mode)
+        except Exception as err:  # noqa: BLE001 - any failure to reach the server: offline (auto) or one line (online)
+            if mode != "online":
+                raise
+            text = " ".join(str(err).split()) or type(err).__name__
+            mode = self._offline_or_fail(f"W&B could not start the run online ({text})", self.chosen_mode())
+            self.run = self._init(wandb, config, mode)
+        self.run.define_metric("epoch")
+        self.run.define_metric("*", step_metric="epoch")
+        where = f"{self.run.url}" if mode == "online" else f"{self.run.dir.removesuffix('/files')}"
+        log.info("W&B run %s (%s): %s", self.run.id, mode, where)
+
+    def _init(self, wandb: Any, config: Mapping[str, Any], mode: str) -> Any:
+        return wandb.init(
             project=self.project,
             entity=self.entity,
             group=self.group,
@@ -124,18 +191,24 @@ class WandbTracker:
             dir=str(self.run_dir),
             mode=mode,  # type: ignore[arg-type]
             reinit="finish_previous",  # a sweep's jobs share the process: never log into the previous job's run
-            settings=wandb.Settings(silent=True),  # one line of ours instead of W&B's banner and summary
+            settings=wandb.Settings(**self._settings(wandb)),
         )
-        self.run.define_metric("epoch")
-        self.run.define_metric("*", step_metric="epoch")
-        where = f"{self.run.url}" if mode == "online" else f"{self.run.dir.removesuffix('/files')}"
-        log.info("W&B run %s (%s): %s", self.run.id, mode, where)
+
+    def _settings(self, wandb: Any) -> dict[str, Any]:
+        # One line of ours instead of W&B's banner and summary; the rest of the timeout for the server.
+        settings: dict[str, Any] = {"silent": True, "init_timeout": self.timeout * 2 / 3}
+        if "x_transaction_log_flush_interval" in getattr(wandb.Settings, "model_fields", {}):  # wandb >= 0.31
+            settings["x_transaction_log_flush_interval"] = FLUSH_INTERVAL_S
+        return settings
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         self.last = dict(metrics)
         self.run.log({**metrics, "epoch": step})
 
-    def finish(self, summary: Mapping[str, float], failed: bool = False) -> None:
+    def finish(self, summary: Mapping[str, Any], status: str = "finished") -> None:
+        """Write the summary and close the W&B run: exit code 0 when finished; an interrupted run is marked
+        preempted with wandb's exit code for an interruption (255); a diverged or failed one has exit code 1.
+        The summary's ``status`` says which."""
         if self.run is None:
             return
         import wandb
@@ -143,14 +216,17 @@ class WandbTracker:
         try:
             for key, value in summary.items():
                 self.run.summary[key] = value
+            self.run.summary["status"] = status
             rows = layer_table_rows(self.last)
             if rows:
                 table = wandb.Table(columns=["layer", "train/loss", "train/acc", "test/loss", "test/acc"], data=rows)
                 self.run.log({"layers": table, "epoch": self.last.get("epoch", 0)})
+            if status == "interrupted":
+                self.run.mark_preempting()
         finally:
             offline = self.run.settings.mode == "offline"
             run_dir = self.run.dir.removesuffix("/files")
-            self.run.finish(exit_code=1 if failed else 0)
-            self.run = None
+            run, self.run = self.run, None
+            run.finish(exit_code=EXIT_CODES.get(status, 1))
         if offline:
             log.info("W&B run saved offline; upload it with: wandb sync %s", run_dir)

@@ -1,40 +1,124 @@
-"""The trackers on their own: W&B's mode choice never needs a login or a network; metrics.jsonl never overwrites."""
+"""The trackers on their own: W&B's mode choice asks wandb itself, never needs a login and never waits on a
+server longer than its timeout; metrics.jsonl never overwrites."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit
 
 import pytest
+import wandb
 
-from sigprop.tracking import JsonlTracker, WandbTracker
-from sigprop.tracking.wandb_tracker import layer_table_rows
+from sigprop.tracking import JsonlTracker, TrackerError, WandbTracker
+from sigprop.tracking.wandb_tracker import base_url, has_api_key, layer_table_rows
 
 NO_SERVER = "http://127.0.0.1:9"  # the discard port: connections are refused at once
 
 
+def fresh_wandb_settings() -> None:
+    """wandb reads its settings (WANDB_* variables, files) once per process: read them again."""
+    wandb.teardown()
+
+
 @pytest.fixture
-def no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE"):
+def no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    monkeypatch.setenv("WANDB_BASE_URL", NO_SERVER)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))  # no settings file of the machine's
+    fresh_wandb_settings()
+    yield
+    fresh_wandb_settings()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """An HTTP address whose server accepts connections and never answers (a hung proxy or server)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    listener.close()
 
 
 @pytest.mark.usefixtures("no_credentials")
 def test_wandb_auto_mode_goes_offline_without_a_key_or_a_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("WANDB_BASE_URL", NO_SERVER)
+    fresh_wandb_settings()
     assert WandbTracker(tmp_path).resolve_mode() == "offline"
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)  # a key, but the server does not answer
     assert WandbTracker(tmp_path).resolve_mode() == "offline"
     monkeypatch.setenv("WANDB_MODE", "disabled")  # the user's explicit choice wins
+    fresh_wandb_settings()
     assert WandbTracker(tmp_path).resolve_mode() == "disabled"
 
 
 @pytest.mark.usefixtures("no_credentials")
-def test_wandb_online_without_a_key_is_refused_up_front(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="needs a W&B API key"):
+def test_wandb_server_and_key_are_the_ones_wandb_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server is wandb's configured one (here its default), and the key `wandb login` wrote for that host
+    in .netrc is found: a logged-in user goes online."""
+    url = base_url()
+    assert url == str(wandb.Settings().base_url)  # the installed wandb's default, whatever host that is
+    assert not has_api_key(url)
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine {urlsplit(url).hostname}\n  login user\n  password {'k' * 40}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert has_api_key(url)
+
+
+@pytest.mark.usefixtures("no_credentials")
+def test_wandb_silent_server_costs_at_most_the_timeout(silent_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A server that accepts connections and never answers: auto mode goes offline with one warning, online
+    stops with one line; neither waits longer than the timeout."""
+    monkeypatch.setenv("WANDB_BASE_URL", silent_server)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    fresh_wandb_settings()
+    start = time.monotonic()
+    assert WandbTracker(tmp_path, timeout=3).resolve_mode() == "offline"
+    with pytest.raises(TrackerError, match=f"^W&B online: the W&B server {silent_server} did not answer within 1 s"):
+        WandbTracker(tmp_path, mode="online", timeout=3).resolve_mode()
+    assert time.monotonic() - start < 2 * 3
+
+
+@pytest.mark.usefixtures("no_credentials")
+def test_wandb_mistakes_are_one_line_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="^logger.mode=online needs a W&B API key"):
         WandbTracker(tmp_path, mode="online")
     with pytest.raises(ValueError, match="logger.mode"):
         WandbTracker(tmp_path, mode="sometimes")
+    with pytest.raises(ValueError, match="^logger.timeout=0: must be a positive number"):
+        WandbTracker(tmp_path, timeout=0)
+    monkeypatch.setenv("WANDB_MODE", "online")  # no key: the same error, naming the variable
+    fresh_wandb_settings()
+    with pytest.raises(ValueError, match="^WANDB_MODE=online needs a W&B API key"):
+        WandbTracker(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    fresh_wandb_settings()
+    with pytest.raises(ValueError) as err:
+        WandbTracker(tmp_path)
+    assert str(err.value).startswith("WANDB_MODE=bogus: Input should be 'online'") and "\n" not in str(err.value)
 
 
 def test_jsonl_appends_one_line_per_epoch_and_never_overwrites(tmp_path: Path) -> None:

@@ -197,3 +197,31 @@ def test_pil_fallback_decodes_the_same(cifar_tree: Path, tmp_path: Path, monkeyp
     monkeypatch.setattr(datasets_module, "_BATCH_JPEG", False)
     slow = ImageFolder(root=tmp_path / "b", path=cifar_tree / "cifar10-jpeg").load()
     assert torch.equal(fast.train_images, slow.train_images) and torch.equal(fast.test_images, slow.test_images)
+
+
+def test_image_folder_cache_notices_an_image_replaced_by_one_of_the_same_size(tmp_path: Path) -> None:
+    """Real MNIST digits as BMP files (every 28x28 grey BMP has the same byte size): replacing one by another
+    digit must not serve the cached old one."""
+    data = Embedded().load()
+    tree = tmp_path / "digits"
+    for split, images, labels in (("train", data.train_images[:30], data.train_labels[:30]), ("test", data.test_images[:10], data.test_labels[:10])):
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+            (tree / split / str(int(label))).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[0].numpy()).save(tree / split / str(int(label)) / f"{i:03d}.bmp")
+    first = ImageFolder(root=tmp_path, name="digits", mean=[0.5], std=[0.5]).load()
+    target = next((tree / "train").glob("*/*.bmp"))
+    index = [Path(f) for f, _ in torchvision_samples(tree / "train")].index(target)
+    assert torch.equal(first.train_images[index, 0], _pil(target, "L")[0])
+    size = target.stat().st_size
+    replacement = data.train_images[1000, 0]  # another real digit
+    Image.fromarray(replacement.numpy()).save(target)
+    assert target.stat().st_size == size and not torch.equal(replacement, first.train_images[index, 0])
+    second = ImageFolder(root=tmp_path, name="digits", mean=[0.5], std=[0.5]).load()
+    assert torch.equal(second.train_images[index, 0], replacement)
+
+
+def torchvision_samples(folder: Path) -> list[tuple[str, int]]:
+    """The files of an image folder in ImageFolder's order (the order of the loaded images)."""
+    import torchvision
+
+    return torchvision.datasets.ImageFolder(str(folder)).samples

@@ -1,6 +1,7 @@
 """Offline import of real dataset copies: IDX files into torchvision's layout, image trees from folders and archives."""
 from __future__ import annotations
 
+import gzip
 import shutil
 import tarfile
 from pathlib import Path
@@ -116,3 +117,58 @@ def test_read_idx_shapes(mnist_source: Path) -> None:
     images = read_idx(mnist_source / "t10k-images-idx3-ubyte.gz")
     assert labels.shape == (60_000,) and images.shape == (10_000, 28, 28) and images.dtype == np.uint8
     assert np.bincount(labels).tolist() == MNIST_TRAIN_COUNTS
+
+
+def _copy_source(mnist_source: Path, folder: Path) -> Path:
+    folder.mkdir()
+    for name in IDX_FILES:
+        shutil.copy(mnist_source / f"{name}.gz", folder)
+    return folder
+
+
+def _prepare_error(source: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        prepare(["mnist", "--source", str(source), "--data-dir", str(data_dir)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err, err
+    return err
+
+
+def test_prepare_mnist_names_a_bad_file_and_leaves_nothing_behind(
+    mnist_source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A truncated plain or gzip file, a bad CRC, labels that do not match the images: refused in one line that
+    names the file, before anything is moved into place; no .part file or staging folder is left."""
+    images = "train-images-idx3-ubyte"
+    plain = gzip.decompress((mnist_source / f"{images}.gz").read_bytes())
+    compressed = (mnist_source / f"{images}.gz").read_bytes()
+    labels = gzip.decompress((mnist_source / "train-labels-idx1-ubyte.gz").read_bytes())
+    crc_broken = compressed[:-8] + bytes([compressed[-8] ^ 0xFF]) + compressed[-7:]  # the gzip trailer's CRC-32
+    short_labels = labels[:4] + (59_999).to_bytes(4, "big") + labels[8:-1]  # a valid IDX file of 59,999 labels
+    cases = {
+        "truncated plain": (f"{images}", plain[: len(plain) // 2], "is truncated: its header says (60000, 28, 28)"),
+        "truncated gzip": (f"{images}.gz", compressed[: len(compressed) // 2], "is truncated (its gzip stream ends early)"),
+        "bad CRC": (f"{images}.gz", crc_broken, "is corrupt (CRC check failed"),
+        "labels for other images": ("train-labels-idx1-ubyte.gz", gzip.compress(short_labels), "has 59,999 labels for the 60,000 images"),
+    }
+    for case, (name, data, message) in cases.items():
+        source = _copy_source(mnist_source, tmp_path / case.replace(" ", "_"))
+        (source / f"{images}.gz").unlink() if name == images else None
+        (source / name).write_bytes(data)
+        data_dir = tmp_path / f"data_{case.replace(' ', '_')}"
+        err = _prepare_error(source, data_dir, capsys)
+        assert message in err and str(source / name) in err, (case, err)
+        assert not data_dir.exists(), case  # nothing was written, not even a staging folder
+
+
+def test_prepare_mnist_replaces_an_invalid_copy(mnist_source: Path, tmp_path: Path) -> None:
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    good = gzip.decompress((mnist_source / "train-images-idx3-ubyte.gz").read_bytes())
+    (raw / "train-images-idx3-ubyte").write_bytes(good[:1000])  # an earlier, cut copy
+    (raw / "train-images-idx3-ubyte.part").write_bytes(b"left by a killed import")
+    prepare(["mnist", "--source", str(mnist_source), "--data-dir", str(tmp_path)])
+    assert (raw / "train-images-idx3-ubyte").read_bytes() == good
+    assert sorted(p.name for p in raw.iterdir()) == sorted(IDX_FILES)  # no .part, no staging folder
+    assert len(torchvision.datasets.MNIST(str(tmp_path), train=True, download=False)) == 60_000
