@@ -40,7 +40,8 @@ def fail(err: BaseException) -> NoReturn:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    """One training job; returns the final test accuracy (what a hyper-parameter sweeper maximises)."""
+    """One training job. Returns what a hyper-parameter sweeper maximises: the best validation accuracy
+    when the dataset has a validation split (``dataset.val_size``), else the final test accuracy."""
     # 1. Check and build: data, the assembled model and its training step, loaders, trackers.
     try:
         job = build.prepare(cfg, build.hydra_run_info())
@@ -61,6 +62,8 @@ def main(cfg: DictConfig) -> float:
             bar = dict(progress=job.progress, refresh_every=cfg.refresh_every)
             row |= loop.run_phase(step, job.train_loader, "train", desc=f"epoch {epoch}/{epochs} train", **bar)
             step.epoch_end()
+            if job.val_loader is not None:
+                row |= loop.run_phase(step, job.val_loader, "val", desc=f"epoch {epoch}/{epochs} val", **bar)
             row |= loop.run_phase(step, job.test_loader, "test", desc=f"epoch {epoch}/{epochs} test", **bar)
             history.append(row)
             job.tracker.log(row, epoch)
@@ -73,11 +76,8 @@ def main(cfg: DictConfig) -> float:
     # 3. Finish.
     summary = loop.summarize(history)
     job.tracker.finish(summary)
-    log.info(
-        "final test accuracy %.4f (best %.4f at epoch %d); run folder %s",
-        summary["final/test/acc"], summary["best/test/acc"], summary["best/epoch"], job.run_dir,
-    )
-    return summary["final/test/acc"]
+    log.info("%s; run folder %s", loop.describe_summary(summary), job.run_dir)
+    return summary.get("best/val/acc", summary["final/test/acc"])
 
 
 def multirun_flag_first(argv: list[str]) -> list[str]:

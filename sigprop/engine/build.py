@@ -244,6 +244,7 @@ class Job:
     choices: dict[str, str]
     start_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    val_loader: TensorLoader | None = None  # the validation split (dataset.val_size), if any
 
     def describe(self) -> str:
         """The run's start line: what trains on which device, its parameters, the data and where it writes."""
@@ -255,9 +256,10 @@ class Job:
         what = ", ".join(label(g, self.choices) for g in ("model", "propagator"))
         data = self.data
         shape = "x".join(map(str, data.input_shape))
+        val = f"{len(data.val_labels):,} validation / " if data.val_labels is not None else ""
         return (
             f"start: {what}, step.mode={_value(self.cfg.step.mode)} on {self.device}{threads}: {total:,} parameters "
-            f"({local:,} local, {total - local:,} global); {data.name}: {len(data.train_labels):,} train / "
+            f"({local:,} local, {total - local:,} global); {data.name}: {len(data.train_labels):,} train / {val}"
             f"{len(data.test_labels):,} test images {shape}, {data.num_classes} classes; run folder {self.run_dir}"
         )
 
@@ -298,6 +300,9 @@ def prepare(cfg: DictConfig, info: RunInfo) -> Job:
         shuffle=True, augment=data.augment, device=device, generator=generator,
     )
     test_loader = TensorLoader(data.test_images, data.test_labels, cfg.test_batch_size, data.mean, data.std, device=device)
+    val_loader = None
+    if data.val_images is not None and data.val_labels is not None:
+        val_loader = TensorLoader(data.val_images, data.val_labels, cfg.test_batch_size, data.mean, data.std, device=device)
     start_epoch, history = 0, []
     if cfg.resume is not None:
         path = checkpoint_path(cfg.resume)
@@ -311,7 +316,7 @@ def prepare(cfg: DictConfig, info: RunInfo) -> Job:
     progress = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
     return Job(
         cfg, device, data, step, train_loader, test_loader, generator, make_tracker(parts.logger, info),
-        tracker_config, info.run_dir, progress, dict(choices), start_epoch, history,
+        tracker_config, info.run_dir, progress, dict(choices), start_epoch, history, val_loader=val_loader,
     )
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from app_helpers import TINY, load_compare, read_metrics, train, train_ok, without_timing
 
+from sigprop.engine import loop
+
 RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "summary.json", "wandb")
 
 
@@ -120,3 +122,20 @@ def test_readme_command_trains_the_default_network(tmp_path: Path) -> None:
     assert row["test/acc"] > 0.85  # one epoch on 10,000 images
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
+
+
+def test_summary_takes_the_best_epoch_from_the_validation_split() -> None:
+    """best/* is the epoch of the highest validation accuracy (the earliest on ties), every value of it; without a
+    validation split, the epoch of the highest test accuracy."""
+    rows = [
+        {"epoch": 1, "lr": 1e-3, "val/acc": 0.90, "test/acc": 0.91, "test/layer01/acc": 0.80, "train/loss": 0.5},
+        {"epoch": 2, "lr": 1e-3, "val/acc": 0.95, "test/acc": 0.93, "test/layer01/acc": 0.85, "train/loss": 0.4},
+        {"epoch": 3, "lr": 1e-4, "val/acc": 0.95, "test/acc": 0.96, "test/layer01/acc": 0.84, "train/loss": 0.3},
+    ]
+    summary = loop.summarize(rows)
+    assert (summary["best/epoch"], summary["best/val/acc"], summary["best/test/acc"]) == (2, 0.95, 0.93)
+    assert (summary["best/test/layer01/acc"], summary["best/train/loss"]) == (0.85, 0.4)  # epoch 2's, not each maximum
+    assert (summary["final/test/acc"], summary["epochs"]) == (0.96, 3)
+    without_val = loop.summarize([{k: v for k, v in row.items() if not k.startswith("val/")} for row in rows])
+    assert (without_val["best/epoch"], without_val["best/test/acc"]) == (3, 0.96)
+    assert "best/val/acc" not in without_val
