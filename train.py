@@ -55,7 +55,8 @@ def in_sweep() -> bool:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    """One training job; returns the final test accuracy (what a hyper-parameter sweeper maximises)."""
+    """One training job. Returns what a hyper-parameter sweeper maximises: the best validation accuracy
+    when the dataset has a validation split (``dataset.val_size``), else the final test accuracy."""
     with StopSignals() as signals:
         # 1. Check and build: data, the assembled model and its training step, loaders, trackers.
         try:
@@ -82,6 +83,8 @@ def main(cfg: DictConfig) -> float:
                 bar = dict(progress=job.progress, refresh_every=cfg.refresh_every)
                 row |= loop.run_phase(step, job.train_loader, "train", desc=f"epoch {epoch}/{epochs} train", **bar)
                 step.epoch_end()
+                if job.val_loader is not None:
+                    row |= loop.run_phase(step, job.val_loader, "val", desc=f"epoch {epoch}/{epochs} val", **bar)
                 row |= loop.run_phase(step, job.test_loader, "test", desc=f"epoch {epoch}/{epochs} test", **bar)
                 check_finite(row)  # a NaN or infinite loss: stop, keeping the last finite epoch's checkpoint
                 with signals.held():  # a stop signal waits until the epoch's record is whole
@@ -105,11 +108,8 @@ def main(cfg: DictConfig) -> float:
         if outcome.status != "finished":
             kept = f"{job.run_dir} keeps epoch {last_epoch} (checkpoint.pt, metrics.jsonl)" if last_epoch else f"{job.run_dir}: no epoch completed"
             return stopped(outcome, f"{kept}; summary.json says {outcome.status}")
-    log.info(
-        "final test accuracy %.4f (best %.4f at epoch %d); run folder %s",
-        summary["final/test/acc"], summary["best/test/acc"], summary["best/epoch"], job.run_dir,
-    )
-    return summary["final/test/acc"]
+    log.info("%s; run folder %s", loop.describe_summary(summary), job.run_dir)
+    return summary.get("best/val/acc", summary["final/test/acc"])
 
 
 def stopped(outcome: Outcome, kept: str = "") -> float:

@@ -49,7 +49,11 @@ class DatasetNotFoundError(FileNotFoundError):
 
 @dataclass
 class ImageData:
-    """A whole dataset in memory: ``uint8`` images ``(N, C, H, W)``, ``int64`` labels, normalisation, augmentation."""
+    """A whole dataset in memory: ``uint8`` images ``(N, C, H, W)``, ``int64`` labels, normalisation, augmentation.
+
+    ``val_images``/``val_labels``: the validation split held out from the training images
+    (``dataset.val_size``), or ``None``.
+    """
 
     name: str
     train_images: Tensor
@@ -60,6 +64,8 @@ class ImageData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: Augment | None
+    val_images: Tensor | None = None
+    val_labels: Tensor | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -143,7 +149,10 @@ class Dataset:
         cutout_patches: number of cutout squares per training image (0: off).
         cutout_length: side of a cutout square in pixels.
         train_subset, test_subset: keep a stratified, seeded subset of this many samples (``None``: all).
-        subset_seed: seed of the subset choice (separate from the run's seed, so runs compare on the same samples).
+        val_size: hold out a stratified, seeded validation split of this many training samples (after
+            ``train_subset``); the rest trains (``None``: no validation split).
+        subset_seed: seed of the subsets and the validation split (separate from the run's seed, so
+            runs of every seed compare on the same samples).
     """
 
     channels: int | None = None  # known channel count, checked against mean/std before loading
@@ -160,6 +169,7 @@ class Dataset:
         train_subset: int | None = None,
         test_subset: int | None = None,
         subset_seed: int = 0,
+        val_size: int | None = None,
     ) -> None:
         self.name = str(name)
         self.mean, self.std = _floats(mean, "mean"), _floats(std, "std")
@@ -178,6 +188,7 @@ class Dataset:
         self.augment_settings = Augment(crop_padding=crop_padding, flip=bool(flip), cutout_patches=cutout_patches, cutout_length=cutout_length)
         self.train_subset = _count(train_subset, "train_subset")
         self.test_subset = _count(test_subset, "test_subset")
+        self.val_size = _count(val_size, "val_size")
         self.subset_seed = int(subset_seed)
 
     def __repr__(self) -> str:
@@ -206,6 +217,9 @@ class Dataset:
                 raise ValueError(f"dataset {self.name}: dataset.mean/std have {len(mean)} values for {channels}-channel images")
         train_x, train_y = self._subset(train_x, train_y, self.train_subset, "train_subset")
         test_x, test_y = self._subset(test_x, test_y, self.test_subset, "test_subset")
+        val_x, val_y = None, None
+        if self.val_size is not None:
+            train_x, train_y, val_x, val_y = self._hold_out(train_x, train_y, self.val_size)
         a = self.augment_settings
         active = a.crop_padding > 0 or a.flip or (a.cutout_patches > 0 and a.cutout_length > 0)
         data = ImageData(
@@ -218,6 +232,8 @@ class Dataset:
             mean=tuple(mean),
             std=tuple(std),
             augment=Augment(a.crop_padding, a.flip, a.cutout_patches, a.cutout_length) if active else None,
+            val_images=val_x.contiguous() if val_x is not None else None,
+            val_labels=val_y.long() if val_y is not None else None,
         )
         log.debug(  # train.py's start line says it too
             "%s: %d train / %d test images of shape %s, %d classes",
@@ -232,6 +248,15 @@ class Dataset:
             raise ValueError(f"dataset.{setting}={size} exceeds the {len(labels)} samples of {self.name}")
         idx = stratified_indices(labels, size, self.subset_seed)
         return images[idx], labels[idx]
+
+    def _hold_out(self, images: Tensor, labels: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(train_images, train_labels, val_images, val_labels)``: a stratified split of ``size`` samples held out."""
+        if size >= len(labels):
+            raise ValueError(f"dataset.val_size={size} leaves no training samples of the {len(labels)} of {self.name}")
+        held = stratified_indices(labels, size, self.subset_seed)
+        keep = torch.ones(len(labels), dtype=torch.bool)
+        keep[held] = False
+        return images[keep], labels[keep], images[held], labels[held]
 
 
 class Embedded(Dataset):

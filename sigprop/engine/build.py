@@ -269,22 +269,41 @@ def check_batch_statistics(step: TrainStep, data: ImageData, batch_size: int, te
 
 @dataclass
 class RunInfo:
-    """Where a run writes and what trackers call it."""
+    """Where a run writes and what trackers call it: its name, the group of runs that differ from it only
+    in their seed, and the sweep it belongs to."""
 
     run_dir: Path
     name: str | None = None
     group: str | None = None
     choices: dict[str, str] = field(default_factory=dict)
+    sweep: str | None = None
+
+
+def method_of(choices: Mapping[str, str]) -> str:
+    """What trains the hidden layers, as tables and dashboards call it: ``sigprop`` (``propagator=loss``),
+    else the propagator's option (``backprop``, ``fixed``)."""
+    propagator = choices.get("propagator", "loss")
+    return "sigprop" if propagator == "loss" else propagator
+
+
+def seedless_name(overrides: list[str], exclude_keys: list[str]) -> str:
+    """A run's name (its overrides, sorted, without those in ``exclude_keys``, as Hydra's ``override_dirname``)
+    without its seed; ``default`` when nothing else is left."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    kept = sorted(str(o.input_line) for o in parsed if o.key_or_group not in {*exclude_keys, "seed"})
+    return ",".join(kept) or "default"
 
 
 def hydra_run_info() -> RunInfo:
-    """The running Hydra job's folder, name (its overrides), sweep group (multiruns only) and group choices."""
+    """The running Hydra job's folder, name (its overrides), group (its overrides without the seed), group
+    choices and sweep id (multiruns only)."""
     hc = HydraConfig.get()
-    group = None
+    sweep = None
     if hc.mode == RunMode.MULTIRUN:
         sweep_dir = Path(hc.sweep.dir)
-        group = f"{sweep_dir.parent.name}_{sweep_dir.name}"  # e.g. 2024-05-01_12-00-00 for multirun/2024-05-01/12-00-00
-    return RunInfo(Path(hc.runtime.output_dir), hc.job.override_dirname or None, group, choices_of())
+        sweep = f"{sweep_dir.parent.name}_{sweep_dir.name}"  # e.g. 2024-05-01_12-00-00 for multirun/2024-05-01/12-00-00
+    group = seedless_name(list(hc.overrides.task), list(hc.job.config.override_dirname.exclude_keys))
+    return RunInfo(Path(hc.runtime.output_dir), hc.job.override_dirname or None, group, choices_of(), sweep)
 
 
 @dataclass
@@ -306,6 +325,7 @@ class Job:
     choices: dict[str, str]
     start_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    val_loader: TensorLoader | None = None  # the validation split (dataset.val_size), if any
 
     def describe(self) -> str:
         """The run's start line: what trains on which device, its parameters, the data and where it writes."""
@@ -317,9 +337,10 @@ class Job:
         what = ", ".join(label(g, self.choices) for g in ("model", "propagator"))
         data = self.data
         shape = "x".join(map(str, data.input_shape))
+        val = f"{len(data.val_labels):,} validation / " if data.val_labels is not None else ""
         return (
             f"start: {what}, step.mode={_value(self.cfg.step.mode)} on {self.device}{threads}: {total:,} parameters "
-            f"({local:,} local, {total - local:,} global); {data.name}: {len(data.train_labels):,} train / "
+            f"({local:,} local, {total - local:,} global); {data.name}: {len(data.train_labels):,} train / {val}"
             f"{len(data.test_labels):,} test images {shape}, {data.num_classes} classes; run folder {self.run_dir}"
         )
 
@@ -328,7 +349,7 @@ def make_tracker(logger: functools.partial | None, info: RunInfo) -> Tracker:
     """``metrics.jsonl`` always, plus the configured logger (given the run's folder, name and group unless set)."""
     trackers: list[Tracker] = []
     if logger is not None:
-        runtime = {"run_dir": info.run_dir, "name": info.name, "group": info.group}
+        runtime = {"run_dir": info.run_dir, "name": info.name, "group": info.group, "sweep": info.sweep}
         trackers.append(logger(**{k: v for k, v in runtime.items() if logger.keywords.get(k) is None}))
     # Last, so that a logger failing to start (e.g. a W&B server error) leaves no empty metrics.jsonl behind.
     trackers.append(JsonlTracker(info.run_dir))
@@ -369,6 +390,9 @@ def prepare(cfg: DictConfig, info: RunInfo) -> Job:
         shuffle=True, augment=data.augment, device=device, generator=generator,
     )
     test_loader = TensorLoader(data.test_images, data.test_labels, cfg.test_batch_size, data.mean, data.std, device=device)
+    val_loader = None
+    if data.val_images is not None and data.val_labels is not None:
+        val_loader = TensorLoader(data.val_images, data.val_labels, cfg.test_batch_size, data.mean, data.std, device=device)
     start_epoch, history = 0, []
     if saved is not None:
         with blame(f"resume={cfg.resume}: the checkpoint's weights do not fit this network"):
@@ -377,11 +401,11 @@ def prepare(cfg: DictConfig, info: RunInfo) -> Job:
             raise ConfigError(f"resume={cfg.resume}: the checkpoint has {start_epoch} epochs already, epochs={cfg.epochs}")
         log.info("resuming from %s after epoch %d", checkpoint_path(cfg.resume), start_epoch)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    tracker_config = {**resolved, "choices": dict(choices)}  # type: ignore[dict-item]
+    tracker_config = {**resolved, "choices": dict(choices), "method": method_of(choices)}  # type: ignore[dict-item]
     progress = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
     return Job(
         cfg, config, device, data, step, train_loader, test_loader, generator, make_tracker(parts.logger, info),
-        tracker_config, info.run_dir, progress, dict(choices), start_epoch, history,
+        tracker_config, info.run_dir, progress, dict(choices), start_epoch, history, val_loader=val_loader,
     )
 
 

@@ -71,20 +71,54 @@ def answers(url: str, timeout: float) -> bool:
         return False
 
 
+PHASES = ("train", "val", "test")
+# Groups whose option names a run's method and settings on the dashboard (tags ``loss=v9``, ...).
+TAGGED_GROUPS = ("experiment", "dataset", "model", "propagator", "signal", "loss", "optimizer")
+
+
+def layer_table_columns(metrics: Mapping[str, float]) -> list[str]:
+    """``<phase>/loss``, ``<phase>/acc`` of every phase in ``metrics`` (``val`` only when there is a validation split)."""
+    phases = [p for p in PHASES if any(k.startswith(f"{p}/") for k in metrics)]
+    return [f"{p}/{m}" for p in phases for m in ("loss", "acc")]
+
+
 def layer_table_rows(metrics: Mapping[str, float]) -> list[list[Any]]:
-    """``[layer, train loss, train acc, test loss, test acc]`` for every ``<phase>/<layer>/<metric>`` key."""
+    """``[layer, <phase>/loss, <phase>/acc, ...]`` (``layer_table_columns``) for every ``<phase>/<layer>/<metric>`` key."""
     layers: dict[str, dict[str, float]] = {}
     for key, value in metrics.items():
         parts = key.split("/")
-        if len(parts) == 3 and parts[0] in ("train", "test") and parts[2] in ("loss", "acc"):
+        if len(parts) == 3 and parts[0] in PHASES and parts[2] in ("loss", "acc"):
             layers.setdefault(parts[1], {})[f"{parts[0]}/{parts[2]}"] = value
-    columns = ("train/loss", "train/acc", "test/loss", "test/acc")
+    columns = layer_table_columns(metrics)
     return [[name] + [values.get(c) for c in columns] for name, values in layers.items()]
 
 
+def summary_ops(key: str) -> str | None:
+    """What W&B keeps of a metric in the run's summary: the highest and the last accuracy, the lowest and the
+    last loss; ``None`` (the last value) for anything else."""
+    if key.endswith("/acc"):
+        return "max,last"
+    if key.endswith("/loss"):
+        return "min,last"
+    return None
+
+
+def run_tags(choices: Mapping[str, str], method: str | None) -> list[str]:
+    """``group=option`` of the groups that say what a run is (``loss=v9``, ``propagator=loss``, ...); the signal
+    and loss are left out of runs that build no signal (``method="backprop"``)."""
+    unused = ("signal", "loss") if method == "backprop" else ()
+    return [f"{g}={choices[g]}" for g in TAGGED_GROUPS if g in choices and g not in unused]
+
+
 class WandbTracker:
-    """Logs a run to W&B: the config, one point per epoch (``epoch`` is the x-axis), best values in the summary,
-    and a per-layer table at the end.
+    """Logs a run to W&B: the config, one point per epoch (``epoch`` is the x-axis), the highest accuracy and the
+    lowest loss of every metric in the summary (``define_metric``) besides the values of the best epoch
+    (``best/*``), and a per-layer table in the summary at the end.
+
+    Runs are named after their settings, grouped by their settings without the seed (so W&B charts the
+    mean over seeds), tagged with their config choices (``loss=v9``, ``signal=projection``, ...) and
+    ``sweep=<id>``, and their job type is the method (``sigprop``, ``backprop``, ``fixed``), so the
+    dashboard groups them by loss, signal or method in one click.
 
     ``mode="auto"`` follows ``WANDB_MODE`` when it is set; otherwise it goes online when wandb finds an
     API key for its server and the server answers within ``timeout`` / 3 seconds, and else writes an
@@ -97,10 +131,11 @@ class WandbTracker:
         run_dir: the run's output folder (W&B writes into ``<run_dir>/wandb``).
         project, entity: where the run goes on the server.
         mode: ``auto``, ``online``, ``offline`` or ``disabled``.
-        group: runs of one sweep share it (``None``: no group).
+        group: runs that differ only in their seed share it (``None``: no group).
         name: the run's display name (``None``: W&B picks one).
-        tags: labels shown on the dashboard.
-        job_type: W&B's job type (e.g. ``train``).
+        tags: labels shown on the dashboard, besides the config choices the run gets from ``start``.
+        job_type: W&B's job type (``None``: the ``method`` of the config ``start`` gets).
+        sweep: the id of the sweep the run belongs to (tag ``sweep=<id>``, config ``sweep``), or ``None``.
         timeout: the most seconds to wait for the server (a third to probe it, the rest for ``wandb.init``).
     """
 
@@ -113,7 +148,8 @@ class WandbTracker:
         group: str | None = None,
         name: str | None = None,
         tags: Sequence[str] = (),
-        job_type: str | None = "train",
+        job_type: str | None = None,
+        sweep: str | None = None,
         timeout: float = TIMEOUT_S,
     ) -> None:
         if mode not in MODES:
@@ -123,6 +159,7 @@ class WandbTracker:
         self.run_dir = Path(run_dir)
         self.project, self.entity, self.mode, self.timeout = project, entity, mode, float(timeout)
         self.group, self.name, self.tags, self.job_type = group, name, list(tags), job_type
+        self.sweep = sweep
         self.run: Any = None
         self.last: dict[str, float] = {}
         if self.chosen_mode() == "online" and not has_api_key(base_url()):
@@ -131,6 +168,7 @@ class WandbTracker:
                 f"{setting} needs a W&B API key for {base_url()}: run `wandb login` or set WANDB_API_KEY "
                 "(or use logger.mode=offline and `wandb sync` later)"
             )
+        self.defined: set[str] = set()
 
     def chosen_mode(self) -> str | None:
         """The mode the user chose (``logger.mode``, else ``WANDB_MODE``), as wandb names it; ``None`` for auto."""
@@ -180,14 +218,16 @@ class WandbTracker:
         log.info("W&B run %s (%s): %s", self.run.id, mode, where)
 
     def _init(self, wandb: Any, config: Mapping[str, Any], mode: str) -> Any:
+        method = config.get("method")
+        tags = self.tags + run_tags(config.get("choices", {}), method) + ([f"sweep={self.sweep}"] if self.sweep else [])
         return wandb.init(
             project=self.project,
             entity=self.entity,
             group=self.group,
             name=self.name,
-            tags=self.tags,
-            job_type=self.job_type,
-            config=dict(config),
+            tags=list(dict.fromkeys(tags)),  # in order, without repeats
+            job_type=self.job_type or method,
+            config={**config, "sweep": self.sweep},
             dir=str(self.run_dir),
             mode=mode,  # type: ignore[arg-type]
             reinit="finish_previous",  # a sweep's jobs share the process: never log into the previous job's run
@@ -202,6 +242,9 @@ class WandbTracker:
         return settings
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
+        for key in metrics.keys() - self.defined - {"epoch"}:  # declared once, before the first value
+            self.run.define_metric(key, step_metric="epoch", summary=summary_ops(key))
+            self.defined.add(key)
         self.last = dict(metrics)
         self.run.log({**metrics, "epoch": step})
 
@@ -214,13 +257,15 @@ class WandbTracker:
         import wandb
 
         try:
+            # The final values are the summary's "last" already; the best epoch's values are not.
             for key, value in summary.items():
-                self.run.summary[key] = value
+                if not key.startswith("final/"):
+                    self.run.summary[key] = value
             self.run.summary["status"] = status
             rows = layer_table_rows(self.last)
-            if rows:
-                table = wandb.Table(columns=["layer", "train/loss", "train/acc", "test/loss", "test/acc"], data=rows)
-                self.run.log({"layers": table, "epoch": self.last.get("epoch", 0)})
+            if rows:  # in the summary: a table logged with run.log would add a history row
+                columns = ["layer", *layer_table_columns(self.last)]
+                self.run.summary["layers"] = wandb.Table(columns=columns, data=rows)
             if status == "interrupted":
                 self.run.mark_preempting()
         finally:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Sequence
+from typing import Any, Sequence
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -74,11 +75,47 @@ def without_timing(rows: list[dict[str, float]]) -> list[dict[str, float]]:
     return [{k: v for k, v in row.items() if not k.endswith("samples_per_s")} for row in rows]
 
 
-def load_compare() -> ModuleType:
-    """experiments/compare.py as a module (experiments/ is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("compare", ROOT / "experiments" / "compare.py")
+def load_script(name: str) -> ModuleType:
+    """``experiments/<name>.py`` as a module (experiments/ is a folder of scripts, not a package)."""
+    if str(ROOT / "experiments") not in sys.path:
+        sys.path.insert(0, str(ROOT / "experiments"))  # where the scripts import each other from
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def load_compare() -> ModuleType:
+    """experiments/compare.py as a module."""
+    return load_script("compare")
+
+
+def wandb_records(run_dir: Path) -> list[Any]:
+    """Every record of the offline W&B run in ``<run_dir>/wandb/`` (``wandb_internal_pb2.Record``), in order.
+
+    The ``.wandb`` file is W&B's record log: a 7-byte header (``:W&B``, magic, version), then 32 KiB
+    blocks of chunks, each with a 7-byte header (checksum, length, type: full, first, middle, last)
+    holding a serialized record; a block's last bytes are padding when no chunk header fits."""
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B record log"
+    records, chunk, pos, block = [], b"", 7, 32 * 1024
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0:
+            break
+        chunk += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunk)
+            records.append(record)
+            chunk = b""
+    return records

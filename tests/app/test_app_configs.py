@@ -76,7 +76,7 @@ def test_every_group_has_its_options() -> None:
     assert options("signal") == ["context", "draw", "projection", "projection_fixed"]
     assert options("propagator") == ["backprop", "fixed", "loss"]
     assert options("loss") == ["v1", "v14", "v15", "v9"]
-    assert {"mlp", "mlp_small", "vgg6", "vgg8", "vgg11"} <= set(options("model"))
+    assert {"mlp", "mlp_small", "cnn", "vgg6", "vgg8", "vgg11"} <= set(options("model"))
     assert options("optimizer") == ["adam", "amsgrad", "sgd"]
     assert options("scheduler") == ["multistep", "none"]
     assert options("logger") == ["none", "wandb"]

@@ -2,22 +2,27 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
 import pytest
-from app_helpers import TINY, load_compare, read_metrics, train, train_ok, without_timing
+from app_helpers import TINY, load_compare, read_metrics, train, train_ok, wandb_records, without_timing
+
+from sigprop.engine import loop
 
 RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "summary.json", "wandb")
 
 
 def test_sweep_writes_one_run_per_job_with_offline_wandb(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    # Overrides on both sides of -m, as in the README's `python train.py signal=projection loss=v9 -m epochs=3`.
-    train_ok(["loss=v9,v15", "-m", "logger=wandb", *TINY, f"hydra.sweep.dir={sweep}"], tmp_path)
+    # Overrides on both sides of -m, as in the README's `python train.py signal=projection loss=v9 -m epochs=3`;
+    # settings that do not change results (threads, tags, step.mode) stay out of the run names.
+    train_ok(["loss=v9,v15", "-m", "logger=wandb", *TINY, "seed=0", "threads=1", "logger.tags=[mine]",
+              "step.mode=layerwise", f"hydra.sweep.dir={sweep}"], tmp_path)
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1"]
-    group = f"{tmp_path.name}_sweep"  # the sweep's id: the sweep folder's last two parts
+    sweep_id = f"{tmp_path.name}_sweep"  # the sweep folder's last two parts
     for job, loss in zip(jobs, ("v9", "v15"), strict=True):
         assert (job / ".hydra" / "overrides.yaml").read_text().count(f"loss={loss}") == 1
         (row,) = read_metrics(job)
@@ -25,10 +30,25 @@ def test_sweep_writes_one_run_per_job_with_offline_wandb(tmp_path: Path) -> None
                     "train/signal/acc", "train/layer01/acc", "test/layer01/loss", "test/signal/acc"):
             assert key in row and math.isfinite(row[key]), key
         assert row["test/acc"] > 0.2  # 1,000 real images, one epoch: above chance (0.1)
-        (run,) = (job / "wandb").glob("offline-run-*")
-        record = next(run.glob("run-*.wandb")).read_bytes()
-        assert group.encode() in record  # both jobs' W&B runs carry the sweep's group
-        assert f"loss={loss}".encode() in record  # and are named after their overrides
+
+        records = wandb_records(job)
+        (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+        name = run.display_name.split(",")  # named after what changes results, sorted as Hydra's override_dirname
+        assert name == sorted(name) and f"loss={loss}" in name and "seed=0" in name and len(name) == len(TINY) + 2
+        assert not any(item.startswith(("threads", "logger", "step.", "hydra")) for item in name)
+        assert run.run_group == ",".join(n for n in name if n != "seed=0")  # the seeds of one configuration share it
+        assert run.job_type == "sigprop"
+        assert list(run.tags) == ["mine", "dataset=embedded", "model=mlp_small", "propagator=loss",
+                                  "signal=projection", f"loss={loss}", "optimizer=adam", f"sweep={sweep_id}"]
+        # One history row per epoch (the layers table goes to the summary), and the best values declared.
+        assert sum(r.WhichOneof("record_type") == "history" for r in records) == 1
+        defined = {r.metric.name: r.metric for r in records if r.WhichOneof("record_type") == "metric"}
+        assert defined["test/acc"].step_metric == "epoch" and defined["test/acc"].summary.max
+        assert defined["test/layer01/loss"].summary.min and not defined["lr"].summary.max
+        summary = {u.key or "/".join(u.nested_key): u.value_json for r in records
+                   if r.WhichOneof("record_type") == "summary" for u in r.summary.update}
+        assert json.loads(summary["best/test/acc"]) == row["test/acc"]
+        assert json.loads(summary["layers"])["_type"] == "table-file"
 
     # The comparison tool reads the sweep back: one row per job, labelled by what differs, and the plots.
     compare = load_compare()
@@ -120,3 +140,20 @@ def test_readme_command_trains_the_default_network(tmp_path: Path) -> None:
     assert row["test/acc"] > 0.85  # one epoch on 10,000 images
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
+
+
+def test_summary_takes_the_best_epoch_from_the_validation_split() -> None:
+    """best/* is the epoch of the highest validation accuracy (the earliest on ties), every value of it; without a
+    validation split, the epoch of the highest test accuracy."""
+    rows = [
+        {"epoch": 1, "lr": 1e-3, "val/acc": 0.90, "test/acc": 0.91, "test/layer01/acc": 0.80, "train/loss": 0.5},
+        {"epoch": 2, "lr": 1e-3, "val/acc": 0.95, "test/acc": 0.93, "test/layer01/acc": 0.85, "train/loss": 0.4},
+        {"epoch": 3, "lr": 1e-4, "val/acc": 0.95, "test/acc": 0.96, "test/layer01/acc": 0.84, "train/loss": 0.3},
+    ]
+    summary = loop.summarize(rows)
+    assert (summary["best/epoch"], summary["best/val/acc"], summary["best/test/acc"]) == (2, 0.95, 0.93)
+    assert (summary["best/test/layer01/acc"], summary["best/train/loss"]) == (0.85, 0.4)  # epoch 2's, not each maximum
+    assert (summary["final/test/acc"], summary["epochs"]) == (0.96, 3)
+    without_val = loop.summarize([{k: v for k, v in row.items() if not k.startswith("val/")} for row in rows])
+    assert (without_val["best/epoch"], without_val["best/test/acc"]) == (3, 0.96)
+    assert "best/val/acc" not in without_val

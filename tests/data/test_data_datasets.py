@@ -124,10 +124,29 @@ def test_stratified_subsets_of_real_labels() -> None:
         Embedded(train_subset=20_000).load()
 
 
+def test_validation_split_is_held_out_of_the_training_images() -> None:
+    """dataset.val_size: a stratified split of the training images (after train_subset), the same for every run."""
+    full = Embedded(train_subset=1000).load()
+    data = Embedded(train_subset=1000, val_size=200).load()
+    assert full.val_images is None and full.val_labels is None
+    assert len(data.train_labels) == 800 and len(data.val_labels) == 200 and len(data.test_labels) == 10_000
+    # Disjoint, and together exactly the 1,000 training images of the run without a validation split.
+    pairs = lambda images, labels: {(bytes(x.numpy()), int(y)) for x, y in zip(images, labels, strict=True)}  # noqa: E731
+    train, val = pairs(data.train_images, data.train_labels), pairs(data.val_images, data.val_labels)
+    assert not train & val and train | val == pairs(full.train_images, full.train_labels)
+    counts = torch.bincount(data.val_labels, minlength=10).double()
+    assert ((counts - torch.bincount(full.train_labels, minlength=10).double() / 5).abs() < 1).all()  # stratified
+    again = Embedded(train_subset=1000, val_size=200).load()
+    assert torch.equal(again.val_images, data.val_images) and torch.equal(again.train_labels, data.train_labels)
+    with pytest.raises(ValueError, match="dataset.val_size=1000 leaves no training samples"):
+        Embedded(train_subset=1000, val_size=1000).load()
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
         ({"crop_padding": -1}, "dataset.crop_padding=-1"),
+        ({"val_size": 0}, "dataset.val_size=0"),
         ({"train_subset": 0}, "dataset.train_subset=0"),
         ({"test_subset": 1.5}, "dataset.test_subset=1.5"),
         ({"mean": [0.1, 0.2], "std": [0.3, 0.3]}, "dataset.mean/std need one value per channel"),

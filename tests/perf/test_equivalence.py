@@ -22,16 +22,20 @@ from sigprop import loss as L
 from sigprop import propagators
 from sigprop.engine import TrainStep, assemble
 from sigprop.engine.signals import projection_context_input
-from sigprop.nets import vgg
+from sigprop.nets import cnn, mlp, vgg
 
 STEPS = 20
 BATCH = 32
 SIZE = 16  # CIFAR-10 images average-pooled to 16x16: the same code paths at a quarter of the cost
 
 
-def make(mode: str, per_class: bool, dtype: torch.dtype = torch.float32, loss=None, optimizer=None) -> TrainStep:
+def small_vgg8():
+    return vgg("vgg8", (3, SIZE, SIZE), 10, feat_mult=0.0625, num_hidden=32, norm="instance", nonlin="leakyrelu")
+
+
+def make(mode: str, per_class: bool, dtype: torch.dtype = torch.float32, loss=None, optimizer=None, network=small_vgg8) -> TrainStep:
     torch.manual_seed(0)
-    net = vgg("vgg8", (3, SIZE, SIZE), 10, feat_mult=0.0625, num_hidden=32, norm="instance", nonlin="leakyrelu")
+    net = network()
     learner = TrainStep(assemble(
         net,
         functools.partial(projection_context_input, per_class=per_class),
@@ -79,6 +83,23 @@ def test_fused_equals_layerwise_fp32(cifar, per_class: bool) -> None:
 def test_per_class_equals_per_sample_fp64(cifar) -> None:
     per_sample = train(make("fused", False, torch.float64), cifar, torch.float64)
     per_class = train(make("fused", True, torch.float64), cifar, torch.float64)
+    assert max_relative(per_class, per_sample) <= 1e-5
+
+
+# The networks of the CPU reproduction tables (conf/experiment/repro_*), narrower: no batch statistics, no dropout.
+TABLE_NETWORKS = {
+    "mlp": lambda: mlp((1, 28, 28), 10, num_layers=3, num_hidden=64, norm="none"),
+    "cnn": lambda: cnn((1, 28, 28), 10, channels=(8, 16, 32), norm="instance"),
+}
+
+
+@pytest.mark.parametrize("network", TABLE_NETWORKS)
+def test_per_class_equals_per_sample_on_the_table_networks_fp64(mnist, network: str) -> None:
+    """What the repro presets rely on: with their networks the per-class signal makes the per-sample signal's updates."""
+    data = mnist[0][:1000], mnist[1][:1000]
+    steps = {pc: make("fused", pc, torch.float64, network=TABLE_NETWORKS[network]) for pc in (False, True)}
+    assert all(propagators.fusable(m.module) for m in steps[True].model.modules() if isinstance(m, propagators.Loss))
+    per_sample, per_class = (train(steps[pc], data, torch.float64, steps=10) for pc in (False, True))
     assert max_relative(per_class, per_sample) <= 1e-5
 
 

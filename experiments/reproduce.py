@@ -1,0 +1,428 @@
+"""Run the reproduction tables: every row over its seeds, then the results table, its JSON and the curves.
+
+    python experiments/reproduce.py mnist fashion_mnist                # every row of two tables, seeds 0 1 2
+    python experiments/reproduce.py mnist --rows mlp-sigprop-v15 --seeds 0   # one row, one seed
+    python experiments/reproduce.py cifar10 --dry-run                  # print the commands, run nothing
+    python experiments/reproduce.py --report-only                      # rewrite the report from the runs so far
+
+A row is one ``python train.py ...`` command (a preset of ``conf/experiment/`` and the method's
+overrides); each seed runs it with ``seed=<k>`` in ``<out>/<table>/<row>/seed<k>`` (default
+``outputs/reproduce``), ``--jobs`` at a time, one torch thread each. A run whose folder holds a
+finished ``summary.json`` is skipped, so an interrupted table resumes where it stopped (an
+unfinished run with a checkpoint continues from it: ``resume=``). Then, from every run folder found:
+
+* ``experiments/REPRODUCTION.md``: per table, one line per row: test accuracy (mean ± std over the
+  seeds) at the last epoch and at the best-validation epoch, that epoch, the epochs, the wall time
+  per epoch and the machine, and the row's command; rows without a finished run say "not run";
+* ``experiments/results/reproduction.json``: the rows as a list of objects (``table``, ``row``,
+  ``dataset``, ``network``, ``method``, ``loss``, ``command``, ``seeds``: ``{"0": test accuracy at
+  the last epoch, ...}``, and the figures of the Markdown table);
+* ``experiments/results/reproduction/<table>-<network>-layers.png`` and ``-test_acc.png``: the
+  per-layer test accuracy per epoch, the mean over the seeds with a band from the lowest to the
+  highest (``experiments/compare.py --average``).
+
+Rows of tables not run this time keep their figures from the run folders, or from the previous
+JSON when their folders are gone. Anything after ``--set`` is added to every run (``--set
+data_dir=DIR device=cuda``); settings that change results are added to the recorded commands too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from omegaconf import OmegaConf
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(p) for p in (ROOT, HERE) if str(p) not in sys.path]
+
+import benchmark  # noqa: E402  (experiments/benchmark.py)
+import compare  # noqa: E402  (experiments/compare.py)
+from sigprop.engine.config import resolve_device  # noqa: E402
+
+SEEDS = (0, 1, 2)
+LOSSES = ("v9", "v14", "v15")
+SUMMARY, WALL = "summary.json", "wall.json"
+REPORT, RESULTS = HERE / "REPRODUCTION.md", HERE / "results" / "reproduction.json"
+PLOTS = HERE / "results" / "reproduction"
+# The settings the app's run names leave out because they do not change results (conf/config.yaml).
+NEUTRAL = [str(k) for k in OmegaConf.load(ROOT / "conf" / "config.yaml").hydra.job.config.override_dirname.exclude_keys]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a table: a network trained by one method on one dataset, as one ``train.py`` command."""
+
+    table: str
+    dataset: str
+    network: str
+    method: str  # sigprop, backprop or fixed
+    loss: str | None  # the local loss of sigprop rows
+    overrides: tuple[str, ...]
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        """``<network>-<method>[-<loss>]``, plus ``-<note>`` for a row that differs otherwise (``vgg8-sigprop-v15-10min``)."""
+        return "-".join(p for p in (self.network, self.method, self.loss, self.note) if p)
+
+    def command(self, extra: Sequence[str] = ()) -> str:
+        """The row's ``python train.py ...`` line, with ``extra`` settings that change results; ``seed=`` is the only
+        setting left free (the command as shown runs seed 0)."""
+        return shlex.join(["python", "train.py", *self.overrides, *(o for o in extra if changes_results(o))])
+
+
+def changes_results(override: str) -> bool:
+    """Whether an override changes what a run computes (``threads=1`` does not, ``epochs=3`` does)."""
+    key = override.split("=", 1)[0].lstrip("+~")
+    return not key.startswith("hydra.") and not any(key == k or key.startswith(f"{k}.") for k in NEUTRAL)
+
+
+def method_rows(table: str, dataset: str, network: str, preset: str, settings: Sequence[str] = ()) -> list[Row]:
+    """SigProp with each loss (v9, v14, v15), backprop and fixed hidden layers, on one preset (plus ``settings``)."""
+    base = (f"experiment={preset}", *settings)
+    rows = [Row(table, dataset, network, "sigprop", loss, (*base, "propagator=loss", f"loss={loss}")) for loss in LOSSES]
+    rows.append(Row(table, dataset, network, "backprop", None, (*base, "propagator=backprop")))
+    # Nothing learns but the output layer: a fixed random signal, every hidden layer (the stem too) at its initialisation.
+    rows.append(Row(table, dataset, network, "fixed", None, (*base, "propagator=fixed", "signal=projection_fixed")))
+    return rows
+
+
+# For one GPU run of 10 minutes: the reference recipe shortened to 50 epochs (its schedule scaled to them)
+# in bf16 with channels-last and torch.compile. The recipe's dropout makes the per-class signal a different
+# rule, so the signal stays per sample and h and t share one call (step.fuse_ht: one draw of the dropout
+# masks for both). 50 epochs is an estimate from the network's arithmetic, to be set from the first run's
+# measured time per epoch.
+CIFAR10_FAST = (
+    "experiment=cifar10_reference", "dataset=cifar10_jpeg", "epochs=50", "scheduler.milestones=[25,37,44,47]",
+    "step.precision=bf16", "step.channels_last=true", "step.compile=true", "step.fuse_ht=true",
+)
+# The reference's CIFAR-10 recipe reads torchvision's CIFAR-10; the JPEG copy is the one that can be prepared offline.
+TABLES: dict[str, list[Row]] = {
+    "mnist": method_rows("mnist", "mnist", "mlp", "repro_mnist_mlp") + method_rows("mnist", "mnist", "cnn", "repro_mnist_cnn"),
+    "fashion_mnist": method_rows("fashion_mnist", "fashion_mnist", "mlp", "repro_fmnist_mlp")
+    + method_rows("fashion_mnist", "fashion_mnist", "cnn", "repro_fmnist_cnn"),
+    "cifar10": [
+        Row("cifar10", "cifar10", "vgg8", "sigprop", "v15", CIFAR10_FAST, note="10min"),
+        *method_rows("cifar10", "cifar10", "vgg8", "cifar10_reference", ["dataset=cifar10_jpeg"]),
+    ],
+    "cifar100": method_rows("cifar100", "cifar100", "vgg8", "repro_cifar100"),
+    "svhn": method_rows("svhn", "svhn", "vgg8", "repro_svhn"),
+    "stl10": method_rows("stl10", "stl10", "vgg8", "repro_stl10"),
+}
+
+# Published figures for orientation (other recipes, mostly longer and larger networks): not this code's results.
+ANCHORS = {
+    "mnist": "Nøkland & Eidnes 2019 (predsim): MLP 3x1024 0.62 % test error with local losses, 0.75 % with backprop; "
+             "VGG-8b 0.26 % (backprop) / 0.31 % (local).",
+    "fashion_mnist": "Nøkland & Eidnes 2019: VGG-8b 4.53 % (backprop) / 4.65 % (local) test error.",
+    "cifar10": "SigProp paper: 91.6 % with VGG-8 (the reference's ex4 recipe, 400 epochs). Nøkland & Eidnes 2019: "
+               "VGG-8b 5.99 % (backprop) / 5.58 % (local) test error.",
+    "cifar100": "Nøkland & Eidnes 2019: VGG-8b 26.24 % (backprop) / 24.07 % (local) test error.",
+    "svhn": "",
+    "stl10": "",
+}
+
+
+# ----------------------------------------------------------------------------- running
+
+
+@dataclass
+class Run:
+    """One seed of one row: its folder and, once finished, what it measured."""
+
+    row: Row
+    seed: int
+    folder: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+    wall: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.summary) and self.summary.get("status", "finished") == "finished"
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def load_run(row: Row, seed: int, out: Path) -> Run:
+    folder = out / row.table / row.name / f"seed{seed}"
+    return Run(row, seed, folder, read_json(folder / SUMMARY), read_json(folder / WALL))
+
+
+def machine_of(extra: Sequence[str]) -> str:
+    """The machine the runs use (``device=`` of ``extra``, else ``auto``): the GPU's name, or the CPU model and cores."""
+    device = next((o.split("=", 1)[1] for o in extra if o.startswith("device=")), "auto")
+    return benchmark.machine(resolve_device(device))
+
+
+def train_args(run: Run, extra: Sequence[str], logger: str) -> list[str]:
+    """The ``train.py`` arguments of one run: the row, the seed, one thread, its folder, the W&B sweep, ``extra``."""
+    args = [*run.row.overrides, f"seed={run.seed}", "threads=1", "progress=false", f"hydra.run.dir={run.folder}"]
+    if logger == "none":
+        args.append("logger=none")
+    else:  # one W&B sweep per table; the run's group (its settings without the seed) averages the seeds
+        args.append(f"logger.sweep=reproduce-{run.row.table}")
+    return args + list(extra)
+
+
+def set_aside(folder: Path) -> Path:
+    """Rename an unfinished run's folder to ``<folder>.partial<N>`` (the run never writes into a used folder)."""
+    n = 1
+    while folder.with_name(f"{folder.name}.partial{n}").exists():
+        n += 1
+    target = folder.with_name(f"{folder.name}.partial{n}")
+    folder.rename(target)
+    return target
+
+
+def resumable(folder: Path) -> bool:
+    """Whether an unfinished run's folder holds a checkpoint of fewer epochs than it was to train."""
+    config = folder / ".hydra" / "config.yaml"
+    if not (folder / "checkpoint.pt").is_file() or not config.is_file():
+        return False
+    return 0 < epochs_in(folder) < int(OmegaConf.load(config).epochs)
+
+
+def epochs_in(folder: Path) -> int:
+    """How many epochs a run folder's ``metrics.jsonl`` holds."""
+    path = folder / "metrics.jsonl"
+    return len([line for line in path.read_text().splitlines() if line.strip()]) if path.is_file() else 0
+
+
+def execute(run: Run, extra: Sequence[str], logger: str, where: str) -> Run:
+    """Train one run in a subprocess (continuing an unfinished one from its checkpoint) and record its wall time."""
+    args = train_args(run, extra, logger)
+    resumed_from = 0
+    if run.folder.exists():
+        partial = set_aside(run.folder)
+        if resumable(partial):
+            args.append(f"resume={partial}")
+            resumed_from = epochs_in(partial)
+    run.folder.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    console = run.folder.parent / f"{run.folder.name}.console.log"
+    start = time.perf_counter()
+    with open(console, "w") as out:
+        code = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, stdout=out,
+                              stderr=subprocess.STDOUT).returncode
+    wall = time.perf_counter() - start
+    run.summary = read_json(run.folder / SUMMARY)
+    if code != 0 or not run.finished:
+        print(f"FAILED {run.row.name} seed {run.seed} (exit status {code}): see {console}", flush=True)
+        return run
+    run.wall = {"wall_s": wall, "epochs_run": int(run.summary["epochs"]) - resumed_from, "machine": where,
+                "threads": 1, "extra": list(extra)}
+    (run.folder / WALL).write_text(json.dumps(run.wall, indent=1) + "\n")
+    acc = run.summary.get("final/test/acc")
+    print(f"done {run.row.table}/{run.row.name} seed {run.seed}: test acc {acc:.4f}, {wall:.0f} s", flush=True)
+    return run
+
+
+def run_all(runs: list[Run], jobs: int, extra: Sequence[str], logger: str) -> None:
+    """Train every unfinished run, ``jobs`` at a time."""
+    todo = [r for r in runs if not r.finished]
+    print(f"{len(runs) - len(todo)} of {len(runs)} runs finished already; {len(todo)} to train, {jobs} at a time", flush=True)
+    where = machine_of(extra)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(lambda r: execute(r, extra, logger, where), todo))
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def stats(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (``None`` where undefined)."""
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def row_record(row: Row, runs: list[Run]) -> dict[str, Any]:
+    """The JSON object of one row: its identity, command and every finished seed's figures."""
+    done = [r for r in runs if r.finished]
+    record: dict[str, Any] = {
+        "table": row.table, "row": row.name, "dataset": row.dataset, "network": row.network,
+        # With the settings its runs were made with (--set); a row not run yet as it would run by default.
+        "method": row.method, "loss": row.loss, "command": row.command(next((r.wall["extra"] for r in done if "extra" in r.wall), ())),
+        "seeds": {str(r.seed): r.summary.get("final/test/acc") for r in done},
+    }
+    if not done:
+        return record
+    with_val = [r for r in done if "best/val/acc" in r.summary]
+    timed = [r for r in done if r.wall.get("epochs_run")]
+    record |= {
+        "test_acc_at_best_val": {str(r.seed): r.summary.get("best/test/acc") for r in with_val},
+        "best_val_epoch": {str(r.seed): r.summary.get("best/epoch") for r in with_val},
+        "epochs": int(done[0].summary["epochs"]),
+        "s_per_epoch": statistics.fmean(r.wall["wall_s"] / r.wall["epochs_run"] for r in timed) if timed else None,
+        "wall_s": sum(r.wall["wall_s"] for r in timed) if timed else None,
+        "machine": timed[0].wall.get("machine") if timed else None,
+    }
+    return record
+
+
+def duration(seconds: float) -> str:
+    """``1 h 05 min``, ``12 min``."""
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def percent(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
+def markdown_row(record: dict[str, Any]) -> str:
+    command = f"`{record['command']}`"
+    head = [record["network"], record["method"], record["loss"] or "-"]
+    if not record["seeds"]:
+        return "| " + " | ".join(head + ["not run"] + ["-"] * 6 + [command]) + " |"
+    final = stats([v for v in record["seeds"].values() if v is not None])
+    at_best = stats([v for v in record.get("test_acc_at_best_val", {}).values() if v is not None])
+    epochs = sorted({int(e) for e in record.get("best_val_epoch", {}).values() if e is not None})
+    s_epoch = record.get("s_per_epoch")
+    cells = [
+        percent(*final), percent(*at_best), ", ".join(map(str, epochs)) or "-", str(record.get("epochs", "-")),
+        f"{s_epoch:.0f}" if s_epoch else "-", record.get("machine") or "-", ", ".join(sorted(record["seeds"])),
+    ]
+    return "| " + " | ".join(head + cells + [command]) + " |"
+
+
+COLUMNS = ("network", "method", "loss", "test acc % (last epoch)", "test acc % at best val epoch", "best val epoch",
+           "epochs", "s/epoch", "machine", "seeds", "command")
+
+
+def markdown(records: list[dict[str, Any]], plots: dict[str, list[Path]], report_dir: Path) -> str:
+    lines = [
+        "# Reproduction results",
+        "",
+        "Written by `python experiments/reproduce.py TABLE` from its runs; every figure was measured by the",
+        "command in its row, which runs seed 0 as shown and the other seeds with `seed=1`, `seed=2`.",
+        "Test accuracy is the mean ± standard deviation over the seeds, at the last epoch and at the",
+        "epoch of the highest validation accuracy (presets with `dataset.val_size`; the reference CIFAR-10",
+        "recipe trains on all 50,000 images and has none). *s/epoch* is the wall time of a run divided by its",
+        "epochs (start-up included, one torch thread, the table's runs two at a time on the machine named).",
+        "*fixed*: only the output layer learns, on a fixed random signal and hidden layers left at their",
+        "initialisation; it shows what the hidden layers' learning adds.",
+    ]
+    for table in dict.fromkeys(r["table"] for r in records):
+        rows = [r for r in records if r["table"] == table]
+        lines += ["", f"## {table}", ""]
+        if ANCHORS.get(table):
+            lines += [f"For orientation, published figures of other recipes: {ANCHORS[table]}", ""]
+        lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += [markdown_row(r) for r in rows]
+        walls = [r["wall_s"] for r in rows if r.get("wall_s")]
+        if walls:
+            lines += ["", f"Wall time of the runs above, summed over runs: {duration(sum(walls))}."]
+        for png in plots.get(table, []):
+            lines += ["", f"![{png.stem}]({os.path.relpath(png, report_dir)})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_table(table: str, runs: list[Run], plot_dir: Path) -> list[Path]:
+    """Per network of the table: every layer's test accuracy per epoch and the output's, mean over seeds with a band."""
+    written: list[Path] = []
+    for network in dict.fromkeys(r.row.network for r in runs):
+        folders = [r.folder for r in runs if r.row.network == network and r.finished]
+        if not folders:
+            continue
+        found = [run for run in map(compare.load_run, folders) if run is not None]
+        lines = compare.lines_of(found, average=True)
+        for line in lines:  # label each line by its row (method and loss) rather than its overrides
+            row = next(r.row for r in runs if r.folder == line.runs[0].folder)
+            line.label = " ".join(p for p in (row.method, row.loss, row.note) if p)
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        for kind, figure in (("layers", compare.plot_layers), ("test_acc", compare.plot_test_accuracy)):
+            written.append(compare.save(figure(lines), plot_dir / f"{table}-{network}-{kind}.png"))
+    return written
+
+
+def report(out: Path, report_path: Path, results_path: Path, plot_dir: Path, plotted: Iterable[str]) -> list[dict[str, Any]]:
+    """Write the Markdown, the JSON and (for the tables in ``plotted``) the curves from every run folder under ``out``."""
+    previous = {(r["table"], r["row"]): r for r in (json.loads(results_path.read_text()) if results_path.is_file() else [])}
+    records, plots = [], {}
+    for table, rows in TABLES.items():
+        table_runs = []
+        for row in rows:
+            seeds = sorted({*SEEDS, *(int(p.name[4:]) for p in (out / table / row.name).glob("seed*") if p.name[4:].isdigit())})
+            runs = [load_run(row, s, out) for s in seeds]
+            table_runs += runs
+            record = row_record(row, runs)
+            kept = previous.get((table, row.name))
+            if not record["seeds"] and kept and kept.get("seeds") and not any(r.folder.exists() for r in runs):
+                record = kept  # measured before, its folders gone: keep what was recorded
+            records.append(record)
+        if table in plotted:
+            plots[table] = plot_table(table, table_runs, plot_dir)
+        else:
+            plots[table] = sorted(plot_dir.glob(f"{table}-*.png"))
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(records, indent=1) + "\n")
+    report_path.write_text(markdown(records, plots, report_path.parent))
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("tables", nargs="*", metavar="TABLE", help=f"tables to run: {', '.join(TABLES)}")
+    parser.add_argument("--rows", nargs="+", metavar="ROW", help="only these rows (e.g. mlp-sigprop-v15 cnn-backprop)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="seeds of every row (default 0 1 2)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one torch thread each (default 2)")
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "reproduce", help="where the run folders go")
+    parser.add_argument("--logger", choices=("wandb", "none"), default="wandb", help="W&B runs besides metrics.jsonl")
+    parser.add_argument("--dry-run", action="store_true", help="print every run's command and whether it is done; run nothing")
+    parser.add_argument("--report-only", action="store_true", help="only rewrite the report from the runs so far")
+    parser.add_argument("--report", type=Path, default=REPORT, help="the Markdown table (default experiments/REPRODUCTION.md)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON rows (default experiments/results/reproduction.json)")
+    parser.add_argument("--plots", type=Path, default=PLOTS, help="the curves' folder (default experiments/results/reproduction)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="extra",
+                        help="train.py settings added to every run (those that change results to the commands too)")
+    args = parser.parse_args(argv)
+    unknown = [t for t in args.tables if t not in TABLES]
+    if unknown:
+        parser.error(f"unknown table {', '.join(unknown)}: choose from {', '.join(TABLES)}")
+    if not args.tables and not args.report_only:
+        parser.error("name a table to run, or --report-only")
+    rows = [row for t in args.tables for row in TABLES[t]]
+    if args.rows:
+        missing = set(args.rows) - {row.name for row in rows}
+        if missing:
+            parser.error(f"no row {', '.join(sorted(missing))} in {', '.join(args.tables)}: "
+                         f"rows are {', '.join(dict.fromkeys(row.name for row in rows))}")
+        rows = [row for row in rows if row.name in args.rows]
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    out = args.out.absolute()
+    runs = [load_run(row, seed, out) for row in rows for seed in args.seeds]
+    if args.dry_run:
+        for run in runs:
+            state = "done" if run.finished else "to run"
+            print(f"[{state}] python train.py {shlex.join(train_args(run, args.extra, args.logger))}")
+        return 0
+    if not args.report_only:
+        run_all(runs, args.jobs, args.extra, args.logger)
+    records = report(out, args.report, args.results, args.plots, plotted=args.tables or TABLES)
+    print(f"wrote {args.report}, {args.results} ({sum(bool(r['seeds']) for r in records)} of {len(records)} rows measured)")
+    failed = [r for r in runs if not r.finished]
+    return 1 if failed and not args.report_only else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
