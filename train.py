@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import hydra
@@ -38,7 +39,7 @@ from omegaconf.errors import OmegaConfBaseException
 from sigprop.engine import build, checkpoint, config, loop, rundir
 from sigprop.engine.interrupt import Interrupted, StopSignals
 from sigprop.engine.outcome import Outcome, check_finite, outcome_of
-from sigprop.tracking.jsonl import write_summary
+from sigprop.tracking.jsonl import SUMMARY_FILE, write_summary
 
 log = logging.getLogger("train")
 
@@ -64,8 +65,10 @@ def main(cfg: DictConfig) -> float:
         except (config.ConfigError, OmegaConfBaseException) as err:
             if not in_sweep():
                 fail(err)
-            # In a sweep a setting that does not fit the data fails this job alone; the others run.
-            write_summary(cfg.run_dir, {"last_epoch": 0, "reason": config.one_line(err)}, "failed")
+            # In a sweep a setting that does not fit the data fails this job alone; the others run. A job started
+            # again into its own folder (requeued by a cluster's scheduler) leaves that run's record as it is.
+            if not (Path(cfg.run_dir) / SUMMARY_FILE).exists():
+                write_summary(cfg.run_dir, {"last_epoch": 0, "reason": config.one_line(err)}, "failed")
             return stopped(Outcome("failed", config.one_line(err), err))
         if cfg.print_config:
             log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))

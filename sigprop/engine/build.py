@@ -46,6 +46,7 @@ from ..tracking.jsonl import METRICS_FILE, SUMMARY_FILE
 from . import checkpoint, rundir
 from .assemble import assemble, propagator_class
 from .config import ConfigError, check_resume, check_settings, checkpoint_path, one_line, resolve_device, run_config
+from .parallel import job_threads
 from .step import TrainStep
 from .sweeps import sweep_jobs
 
@@ -277,6 +278,7 @@ class RunInfo:
     group: str | None = None
     choices: dict[str, str] = field(default_factory=dict)
     sweep: str | None = None
+    threads: int | None = None  # torch threads when ``threads`` is null: this job's share of a machine (parallel.py)
 
 
 def method_of(choices: Mapping[str, str]) -> str:
@@ -296,14 +298,15 @@ def seedless_name(overrides: list[str], exclude_keys: list[str]) -> str:
 
 def hydra_run_info() -> RunInfo:
     """The running Hydra job's folder, name (its overrides), group (its overrides without the seed), group
-    choices and sweep id (multiruns only)."""
+    choices, sweep id (multiruns only) and its share of the machine's threads (``parallel.job_threads``)."""
     hc = HydraConfig.get()
     sweep = None
     if hc.mode == RunMode.MULTIRUN:
         sweep_dir = Path(hc.sweep.dir)
         sweep = f"{sweep_dir.parent.name}_{sweep_dir.name}"  # e.g. 2024-05-01_12-00-00 for multirun/2024-05-01/12-00-00
     group = seedless_name(list(hc.overrides.task), list(hc.job.config.override_dirname.exclude_keys))
-    return RunInfo(Path(hc.runtime.output_dir), hc.job.override_dirname or None, group, choices_of(), sweep)
+    threads = job_threads(hc.launcher) if hc.mode == RunMode.MULTIRUN else None
+    return RunInfo(Path(hc.runtime.output_dir), hc.job.override_dirname or None, group, choices_of(), sweep, threads)
 
 
 @dataclass
@@ -376,8 +379,9 @@ def prepare(cfg: DictConfig, info: RunInfo) -> Job:
         saved = load_checkpoint(cfg.resume)
         check_resume(cfg.resume, saved["config"], config)
     device = resolve_device(cfg.device)
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+    threads = cfg.threads if cfg.threads is not None else info.threads
+    if threads is not None:
+        torch.set_num_threads(threads)
     seed_everything(cfg.seed)
     data = load_data(parts.dataset)
     step = build_step(cfg, parts, data, choices)
@@ -416,6 +420,16 @@ def job_record(run_dir: Path) -> tuple[str, str]:
         return str(summary.get("status", "failed")), str(summary.get("reason", ""))
     except (OSError, ValueError):
         return "failed", f"no readable {SUMMARY_FILE}"
+
+
+def started_jobs(sweep_dir: Path, output_subdir: str = ".hydra") -> list[tuple[int, list[str], Path]]:
+    """``(job number, overrides, run folder)`` of every job of the sweep in ``sweep_dir`` that started (Hydra
+    wrote its ``<output_subdir>/hydra.yaml``), by job number."""
+    jobs = []
+    for path in sweep_dir.glob(f"**/{output_subdir}/hydra.yaml"):
+        node = OmegaConf.load(path).hydra
+        jobs.append((int(node.job.num), list(node.overrides.task), path.parents[len(Path(output_subdir).parts)]))
+    return sorted(jobs, key=lambda job: job[0])
 
 
 class ConfigCheck(Callback):
@@ -471,10 +485,18 @@ class ConfigCheck(Callback):
         status, reason = job_record(Path(config.hydra.runtime.output_dir))
         if job_return.status == JobStatus.FAILED:  # an error Hydra caught: the job's record could not say so
             status, reason = "failed", one_line(job_return._return_value)
+        self._record(config.hydra.job.num, job_return.overrides or [], status, reason)
+
+    def _record(self, num: int, overrides: Sequence[str], status: str, reason: str) -> None:
         if status != "finished":
-            overrides = " ".join(job_return.overrides or [])
-            self.failed.append(f"job {config.hydra.job.num} ({overrides}) {status}" + (f": {reason}" if reason else ""))
+            self.failed.append(f"job {num} ({' '.join(overrides)}) {status}" + (f": {reason}" if reason else ""))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.jobs == 0 and config.hydra.output_subdir is not None:
+            # The launcher ran the jobs in other processes (joblib, submitit), where on_job_end counted them:
+            # read each started job's record from its folder instead.
+            for num, overrides, run_dir in started_jobs(Path(config.hydra.sweep.dir), config.hydra.output_subdir):
+                self.jobs += 1
+                self._record(num, overrides, *job_record(run_dir))
         if self.failed:
             raise SystemExit(f"error: {len(self.failed)} of {self.jobs} jobs did not finish: {'; '.join(self.failed)}")
