@@ -84,3 +84,26 @@ def test_slurm_config_reaches_sbatch(tmp_path: Path) -> None:
     sbatch = _make_sbatch_string(command="python train.py", folder=tmp_path, **generic, **specific)
     for option in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=32GB", "--time=240", "--signal=USR2@120"):
         assert f"#SBATCH {option}" in sbatch, sbatch
+
+
+def test_optuna_search_maximises_the_validation_accuracy(tmp_path: Path) -> None:
+    """conf/hydra/sweeper/v15_lr_topk.yaml, two trials: the results file names the best trial's learning rate and
+    topk, and its value is that trial's best validation accuracy (never a test accuracy)."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason=CLUSTER)
+    from omegaconf import OmegaConf
+
+    sweep = tmp_path / "sweep"
+    tiny = [a for a in TINY if not a.startswith("optimizer.lr=")]  # the search's own parameter
+    train_ok(["-m", "hydra/sweeper=v15_lr_topk", "hydra.sweeper.n_trials=2", *tiny, "dataset.val_size=200",
+              "logger=none", f"hydra.sweep.dir={sweep}"], tmp_path)
+    results = OmegaConf.load(sweep / "optimization_results.yaml")
+    trials = {}
+    for job in (0, 1):
+        overrides = OmegaConf.load(sweep / str(job) / ".hydra" / "overrides.yaml")
+        params = dict(o.split("=", 1) for o in overrides if o.split("=", 1)[0] in ("optimizer.lr", "loss.topk"))
+        record = summary(sweep / str(job))
+        assert record["status"] == "finished" and "best/val/acc" in record
+        trials[job] = (record["best/val/acc"], record["best/test/acc"], params)
+    best = max(trials.values(), key=lambda trial: trial[0])
+    assert results.best_value == pytest.approx(best[0])
+    assert {k: str(v) for k, v in results.best_params.items()} == best[2] and set(best[2]) == {"optimizer.lr", "loss.topk"}
