@@ -6,11 +6,14 @@ The plugins come with ``pip install -e ".[cluster]"`` (``.ci/run`` installs them
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from app_helpers import TINY, compose_config, read_metrics, train, train_ok, wandb_records
+from app_helpers import TINY, TRAIN, compose_config, read_metrics, train, train_ok, wandb_records, without_timing
 
 from sigprop.engine.parallel import available_cores, job_threads
 
@@ -107,3 +110,41 @@ def test_optuna_search_maximises_the_validation_accuracy(tmp_path: Path) -> None
     best = max(trials.values(), key=lambda trial: trial[0])
     assert results.best_value == pytest.approx(best[0])
     assert {k: str(v) for k, v in results.best_params.items()} == best[2] and set(best[2]) == {"optimizer.lr", "loss.topk"}
+
+
+def torchrun(args: list[str], cwd: Path, processes: int = 2) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc_per_node=<processes> train.py *args`` from ``cwd`` (gloo on the CPU)."""
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", str(TRAIN), *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+# SigProp with a per-sample local loss (v1 against one signal row per class) and no batch statistics: a step on
+# two halves of a batch, gradients averaged, is the step on the whole batch.
+DATA_PARALLEL = [*TINY, "model.norm=none", "loss=v1", "signal.per_class=true", "epochs=2", "scheduler.milestones=[1]",
+                 "logger=none", "device=cpu", "threads=1"]
+
+
+@pytest.mark.parametrize("mode", ["fused", pytest.param("layerwise", marks=pytest.mark.slow)])
+def test_torchrun_two_processes_train_as_one_process_on_the_whole_batch(tmp_path: Path, mode: str) -> None:
+    """Two gloo processes, each on half of every batch: every epoch's metrics (every layer's) equal the single
+    process's; rank 0 alone writes the run, into the default timestamped folder both ranks agree on."""
+    one = tmp_path / "one"
+    train_ok([*DATA_PARALLEL, f"step.mode={mode}", f"hydra.run.dir={one}"], tmp_path)
+    result = torchrun([*DATA_PARALLEL, f"step.mode={mode}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (two,) = (tmp_path / "outputs").glob("*/*")  # one folder for both ranks
+    assert summary(two)["status"] == "finished" and (two / ".hydra" / "config.yaml").is_file()
+    ours, single = without_timing(read_metrics(two)), without_timing(read_metrics(one))
+    assert [row.keys() for row in ours] == [row.keys() for row in single] and len(ours) == 2
+    for a, b in zip(ours, single):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+    assert "train/layer01/acc" in ours[0]
+
+
+def test_torchrun_refuses_a_batch_size_the_processes_cannot_split(tmp_path: Path) -> None:
+    result = torchrun([*TINY, "batch_size=51", "logger=none", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[0] == "error: batch_size=51: must be divisible by the 2 processes torchrun started"
+    assert not (tmp_path / "run").exists()
