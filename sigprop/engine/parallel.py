@@ -15,6 +15,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 import torch.distributed as dist
 
+from ..data.loader import TensorLoader
+
 
 def available_cores() -> int:
     """The cores this process may run on (its CPU affinity, e.g. a SLURM allocation), else all of them."""
@@ -96,7 +98,8 @@ class DataParallel:
         torch.cuda.set_device(device)
         return device
 
-    def shard(self, batches: Any) -> Shards:
+    def shard(self, batches: TensorLoader) -> Shards:
+        """This rank's slices of ``batches``."""
         return Shards(batches, self)
 
     def attach(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
@@ -133,11 +136,13 @@ class Shards:
     order and augmentation), with the slice's share of the batch set on ``parallel`` for the gradient average. A
     batch with fewer samples than ranks (a last one) is skipped by every rank."""
 
-    def __init__(self, batches: Any, parallel: DataParallel) -> None:
+    def __init__(self, batches: TensorLoader, parallel: DataParallel) -> None:
         self.batches, self.parallel = batches, parallel
 
     def __len__(self) -> int:
-        return len(self.batches)
+        n = len(self.batches)
+        last = self.batches.num_samples - (n - 1) * self.batches.batch_size if n else 0
+        return n - int(0 < last < self.parallel.world_size)
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         p = self.parallel
