@@ -26,6 +26,8 @@ import logging
 import math
 import os
 import sys
+import time
+from pathlib import Path
 from typing import NoReturn
 
 import hydra
@@ -35,10 +37,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sigprop.engine import build, checkpoint, config, loop, rundir
+from sigprop.engine import build, checkpoint, config, loop, parallel, rundir
 from sigprop.engine.interrupt import Interrupted, StopSignals
 from sigprop.engine.outcome import Outcome, check_finite, outcome_of
-from sigprop.tracking.jsonl import write_summary
+from sigprop.tracking.jsonl import SUMMARY_FILE, write_summary
 
 log = logging.getLogger("train")
 
@@ -64,8 +66,10 @@ def main(cfg: DictConfig) -> float:
         except (config.ConfigError, OmegaConfBaseException) as err:
             if not in_sweep():
                 fail(err)
-            # In a sweep a setting that does not fit the data fails this job alone; the others run.
-            write_summary(cfg.run_dir, {"last_epoch": 0, "reason": config.one_line(err)}, "failed")
+            # In a sweep a setting that does not fit the data fails this job alone; the others run. A job started
+            # again into its own folder (requeued by a cluster's scheduler) leaves that run's record as it is.
+            if not (Path(cfg.run_dir) / SUMMARY_FILE).exists():
+                write_summary(cfg.run_dir, {"last_epoch": 0, "reason": config.one_line(err)}, "failed")
             return stopped(Outcome("failed", config.one_line(err), err))
         if cfg.print_config:
             log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
@@ -80,7 +84,7 @@ def main(cfg: DictConfig) -> float:
                 job.tracker.log(row, int(row["epoch"]))
             for epoch in range(job.start_epoch + 1, epochs + 1):
                 row = {"epoch": epoch, "lr": step.lr()}
-                bar = dict(progress=job.progress, refresh_every=cfg.refresh_every)
+                bar = dict(progress=job.progress, refresh_every=cfg.refresh_every, combine=job.parallel and job.parallel.sum_metrics)
                 row |= loop.run_phase(step, job.train_loader, "train", desc=f"epoch {epoch}/{epochs} train", **bar)
                 step.epoch_end()
                 if job.val_loader is not None:
@@ -88,7 +92,8 @@ def main(cfg: DictConfig) -> float:
                 row |= loop.run_phase(step, job.test_loader, "test", desc=f"epoch {epoch}/{epochs} test", **bar)
                 check_finite(row)  # a NaN or infinite loss: stop, keeping the last finite epoch's checkpoint
                 with signals.held():  # a stop signal waits until the epoch's record is whole
-                    checkpoint.save(job.run_dir / checkpoint.CHECKPOINT_FILE, epoch, step, job.generator, [*history, row], job.config)
+                    if job.writes:
+                        checkpoint.save(job.run_dir / checkpoint.CHECKPOINT_FILE, epoch, step, job.generator, [*history, row], job.config)
                     history.append(row)
                     job.tracker.log(row, epoch)
                 log.info(loop.describe_epoch(row, epochs))
@@ -104,7 +109,8 @@ def main(cfg: DictConfig) -> float:
             except Exception as err:  # noqa: BLE001 - e.g. a full disk: the outcome says so
                 if outcome.status == "finished":
                     outcome = outcome_of(err)
-            rundir.remove_parts(job.run_dir)
+            if job.writes:
+                rundir.remove_parts(job.run_dir)
         if outcome.status != "finished":
             kept = f"{job.run_dir} keeps epoch {last_epoch} (checkpoint.pt, metrics.jsonl)" if last_epoch else f"{job.run_dir}: no epoch completed"
             return stopped(outcome, f"{kept}; summary.json says {outcome.status}")
@@ -129,6 +135,19 @@ def stopped(outcome: Outcome, kept: str = "") -> float:
     raise error
 
 
+def torchrun_args(argv: list[str]) -> list[str]:
+    """``argv`` for one of torchrun's processes: every rank writes into the one folder rank 0 picks (its
+    ``hydra.run.dir``, default timestamped), and only rank 0 writes Hydra's files and train.log there."""
+    if any(a in ("-m", "--multirun") for a in argv):
+        raise SystemExit("error: -m: a sweep cannot run under torchrun; start torchrun once per run (docs/scaling.md)")
+    extra = []
+    if not any(a.startswith("hydra.run.dir=") for a in argv):
+        extra.append(f"hydra.run.dir={parallel.agree(time.strftime('outputs/%Y-%m-%d/%H-%M-%S'))}")
+    if parallel.torchrun_world()[0] != 0:  # type: ignore[index]
+        extra += ["hydra.output_subdir=null", "hydra.job_logging.root.handlers=[console]", "hydra.job_logging.root.level=WARNING"]
+    return argv + extra
+
+
 def multirun_flag_first(argv: list[str]) -> list[str]:
     """``argv`` with ``-m``/``--multirun`` moved before the overrides: Hydra's argument parser takes its
     overrides in one piece, so ``python train.py loss=v9 -m epochs=3`` would otherwise be refused."""
@@ -141,6 +160,9 @@ if __name__ == "__main__":
     # its multi-line report, so every config error reads the same: one line, exit status 1.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     sys.argv = multirun_flag_first(sys.argv)
+    if parallel.torchrun_world() is not None:  # started by torchrun: one run on several processes
+        parallel.start_process_group()
+        sys.argv = torchrun_args(sys.argv)
     try:
         main()
     except (config.ConfigError, HydraException, OmegaConfBaseException) as err:

@@ -46,6 +46,8 @@ from ..tracking.jsonl import METRICS_FILE, SUMMARY_FILE
 from . import checkpoint, rundir
 from .assemble import assemble, propagator_class
 from .config import ConfigError, check_resume, check_settings, checkpoint_path, one_line, resolve_device, run_config
+from .parallel import DataParallel, data_parallel, job_threads, torchrun_world
+from .loop import Batches
 from .step import TrainStep
 from .sweeps import sweep_jobs
 
@@ -174,9 +176,18 @@ def check_config(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> N
     """Every check that needs no data: settings, every group instantiated, and a resumed run's settings
     against its checkpoint's."""
     check_settings(cfg)
+    check_data_parallel(cfg)
     build_parts(cfg, choices_of(cfg) if choices is None else choices)
     if cfg.resume is not None:
         check_resume(cfg.resume, load_checkpoint(cfg.resume)["config"], run_config(cfg))
+
+
+def check_data_parallel(cfg: DictConfig) -> DataParallel | None:
+    """This process's ``DataParallel`` under torchrun (``None`` otherwise), whose ranks split every batch evenly."""
+    parallel = data_parallel()
+    if parallel is not None and cfg.batch_size % parallel.world_size:
+        raise ConfigError(f"batch_size={cfg.batch_size}: must be divisible by the {parallel.world_size} processes torchrun started")
+    return parallel
 
 
 def load_checkpoint(resume: str) -> dict[str, Any]:
@@ -277,6 +288,7 @@ class RunInfo:
     group: str | None = None
     choices: dict[str, str] = field(default_factory=dict)
     sweep: str | None = None
+    threads: int | None = None  # torch threads when ``threads`` is null: this job's share of a machine (parallel.py)
 
 
 def method_of(choices: Mapping[str, str]) -> str:
@@ -296,14 +308,15 @@ def seedless_name(overrides: list[str], exclude_keys: list[str]) -> str:
 
 def hydra_run_info() -> RunInfo:
     """The running Hydra job's folder, name (its overrides), group (its overrides without the seed), group
-    choices and sweep id (multiruns only)."""
+    choices, sweep id (multiruns only) and its share of the machine's threads (``parallel.job_threads``)."""
     hc = HydraConfig.get()
     sweep = None
     if hc.mode == RunMode.MULTIRUN:
         sweep_dir = Path(hc.sweep.dir)
         sweep = f"{sweep_dir.parent.name}_{sweep_dir.name}"  # e.g. 2024-05-01_12-00-00 for multirun/2024-05-01/12-00-00
     group = seedless_name(list(hc.overrides.task), list(hc.job.config.override_dirname.exclude_keys))
-    return RunInfo(Path(hc.runtime.output_dir), hc.job.override_dirname or None, group, choices_of(), sweep)
+    threads = job_threads(hc.launcher) if hc.mode == RunMode.MULTIRUN else None
+    return RunInfo(Path(hc.runtime.output_dir), hc.job.override_dirname or None, group, choices_of(), sweep, threads)
 
 
 @dataclass
@@ -315,8 +328,8 @@ class Job:
     device: torch.device
     data: ImageData
     step: TrainStep
-    train_loader: TensorLoader
-    test_loader: TensorLoader
+    train_loader: Batches
+    test_loader: Batches
     generator: torch.Generator
     tracker: Tracker
     tracker_config: dict[str, Any]
@@ -325,7 +338,13 @@ class Job:
     choices: dict[str, str]
     start_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
-    val_loader: TensorLoader | None = None  # the validation split (dataset.val_size), if any
+    val_loader: Batches | None = None  # the validation split (dataset.val_size), if any
+    parallel: DataParallel | None = None  # one of several processes started by torchrun
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run's files (checkpoint; the tracker is empty on the others)."""
+        return self.parallel is None or self.parallel.writes
 
     def describe(self) -> str:
         """The run's start line: what trains on which device, its parameters, the data and where it writes."""
@@ -366,18 +385,24 @@ def prepare(cfg: DictConfig, info: RunInfo) -> Job:
     """
     choices = info.choices
     check_settings(cfg)
+    parallel = check_data_parallel(cfg)
     parts = build_parts(cfg, choices)
-    check_new_run_dir(info.run_dir)
+    writes = parallel is None or parallel.writes
+    if writes:  # the other ranks of a torchrun run share rank 0's folder
+        check_new_run_dir(info.run_dir)
     config = run_config(cfg)
     saved = None
     if cfg.resume is not None:
-        for part in rundir.remove_parts(checkpoint_path(cfg.resume).parent):
+        for part in rundir.remove_parts(checkpoint_path(cfg.resume).parent) if writes else []:
             log.info("removed %s, left half-written by an earlier run", part)
         saved = load_checkpoint(cfg.resume)
         check_resume(cfg.resume, saved["config"], config)
     device = resolve_device(cfg.device)
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+    if parallel is not None:
+        device = parallel.device(device)
+    threads = cfg.threads if cfg.threads is not None else info.threads
+    if threads is not None:
+        torch.set_num_threads(threads)
     seed_everything(cfg.seed)
     data = load_data(parts.dataset)
     step = build_step(cfg, parts, data, choices)
@@ -400,12 +425,19 @@ def prepare(cfg: DictConfig, info: RunInfo) -> Job:
         if start_epoch >= cfg.epochs:
             raise ConfigError(f"resume={cfg.resume}: the checkpoint has {start_epoch} epochs already, epochs={cfg.epochs}")
         log.info("resuming from %s after epoch %d", checkpoint_path(cfg.resume), start_epoch)
+    loaders = (train_loader, test_loader, val_loader)
+    if parallel is not None:
+        parallel.broadcast_model(step.model)
+        parallel.attach(step.optimizers)
+        loaders = tuple(parallel.shard(loader) if loader is not None else None for loader in loaders)
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     tracker_config = {**resolved, "choices": dict(choices), "method": method_of(choices)}  # type: ignore[dict-item]
     progress = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
+    tracker = make_tracker(parts.logger, info) if writes else Trackers([])
     return Job(
-        cfg, config, device, data, step, train_loader, test_loader, generator, make_tracker(parts.logger, info),
-        tracker_config, info.run_dir, progress, dict(choices), start_epoch, history, val_loader=val_loader,
+        cfg, config, device, data, step, loaders[0], loaders[1], generator, tracker,
+        tracker_config, info.run_dir, progress and writes, dict(choices), start_epoch, history, val_loader=loaders[2],
+        parallel=parallel,
     )
 
 
@@ -416,6 +448,16 @@ def job_record(run_dir: Path) -> tuple[str, str]:
         return str(summary.get("status", "failed")), str(summary.get("reason", ""))
     except (OSError, ValueError):
         return "failed", f"no readable {SUMMARY_FILE}"
+
+
+def started_jobs(sweep_dir: Path, output_subdir: str = ".hydra") -> list[tuple[int, list[str], Path]]:
+    """``(job number, overrides, run folder)`` of every job of the sweep in ``sweep_dir`` that started (Hydra
+    wrote its ``<output_subdir>/hydra.yaml``), by job number."""
+    jobs = []
+    for path in sweep_dir.glob(f"**/{output_subdir}/hydra.yaml"):
+        node = OmegaConf.load(path).hydra
+        jobs.append((int(node.job.num), list(node.overrides.task), path.parents[len(Path(output_subdir).parts)]))
+    return sorted(jobs, key=lambda job: job[0])
 
 
 class ConfigCheck(Callback):
@@ -436,6 +478,9 @@ class ConfigCheck(Callback):
         run_dir = Path(config.hydra.run.dir)
         try:
             check_config(config)
+            world = torchrun_world()
+            if world is not None and world[0] != 0:
+                return  # a torchrun run: rank 0 claims the folder all ranks share
             # Before Hydra writes its .hydra/ files there: an earlier run's folder stays untouched.
             check_new_run_dir(run_dir)
             rundir.claim(run_dir)
@@ -471,10 +516,18 @@ class ConfigCheck(Callback):
         status, reason = job_record(Path(config.hydra.runtime.output_dir))
         if job_return.status == JobStatus.FAILED:  # an error Hydra caught: the job's record could not say so
             status, reason = "failed", one_line(job_return._return_value)
+        self._record(config.hydra.job.num, job_return.overrides or [], status, reason)
+
+    def _record(self, num: int, overrides: Sequence[str], status: str, reason: str) -> None:
         if status != "finished":
-            overrides = " ".join(job_return.overrides or [])
-            self.failed.append(f"job {config.hydra.job.num} ({overrides}) {status}" + (f": {reason}" if reason else ""))
+            self.failed.append(f"job {num} ({' '.join(overrides)}) {status}" + (f": {reason}" if reason else ""))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.jobs == 0 and config.hydra.output_subdir is not None:
+            # The launcher ran the jobs in other processes (joblib, submitit), where on_job_end counted them:
+            # read each started job's record from its folder instead.
+            for num, overrides, run_dir in started_jobs(Path(config.hydra.sweep.dir), config.hydra.output_subdir):
+                self.jobs += 1
+                self._record(num, overrides, *job_record(run_dir))
         if self.failed:
             raise SystemExit(f"error: {len(self.failed)} of {self.jobs} jobs did not finish: {'; '.join(self.failed)}")

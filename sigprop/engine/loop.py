@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 from torch import Tensor
 from tqdm import tqdm
 
-from ..monitors.monitor import LossAccuracySums
+from ..monitors.monitor import Group, LossAccuracySums, Monitor
 from .step import TrainStep
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,13 @@ def run_phase(
     progress: bool = False,
     refresh_every: int = 20,
     desc: str = "",
+    combine: Callable[[list[LossAccuracySums]], None] | None = None,
 ) -> Metrics:
     """One pass over ``batches``: training steps for ``phase="train"``, evaluation otherwise.
 
     Returns ``<phase>/loss``, ``<phase>/acc`` (output layer), ``<phase>/<layer>/loss|acc`` for every
-    monitored layer (the signal included) and ``<phase>/samples_per_s``.
+    monitored layer (the signal included) and ``<phase>/samples_per_s``. ``combine``: called with every sum of
+    the phase before they are read (a data-parallel run adds up its processes' sums there).
     """
     training = phase == "train"
     step.train(training)
@@ -65,6 +67,8 @@ def run_phase(
             running = meter.values()  # the only reads of the device during a phase, and only with a bar
             bar.set_postfix(loss=f"{running['loss']:.4f}", acc=f"{running['acc']:.4f}", refresh=False)
         bar.update(1)
+    if combine is not None:
+        combine([meter, *sums_of(step.monitor)])
     output = meter.values()  # waits for the device, so the time below covers all the phase's work
     elapsed = time.perf_counter() - start
     bar.close()
@@ -74,6 +78,15 @@ def run_phase(
             metrics[f"{phase}/{name}/{key}"] = value
     metrics[f"{phase}/samples_per_s"] = meter.count / elapsed if elapsed > 0 else math.nan
     return metrics
+
+
+def sums_of(monitor: Monitor) -> list[LossAccuracySums]:
+    """Every ``LossAccuracySums`` in ``monitor`` (a layer's metrics, or a group of them)."""
+    if isinstance(monitor, LossAccuracySums):
+        return [monitor]
+    if isinstance(monitor, Group):
+        return [s for m in monitor.monitors for s in sums_of(m)]
+    return []
 
 
 def describe_epoch(row: Metrics, epochs: int) -> str:
