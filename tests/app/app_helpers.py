@@ -51,6 +51,8 @@ def train(args: Sequence[str], cwd: Path, timeout: float = 300) -> subprocess.Co
     """Run ``python train.py *args`` from ``cwd`` (W&B forced offline, as on a machine without an API key)."""
     # One thread: these runs are tiny, and OpenMP threads slow to a crawl when other processes hold the cores.
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    # This checkout's sigprop in every process a run starts (a launcher's workers too), whatever is installed.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
         [sys.executable, str(TRAIN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
