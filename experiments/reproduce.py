@@ -321,7 +321,8 @@ def markdown(records: list[dict[str, Any]], plots: dict[str, list[Path]], report
         "Test accuracy is the mean ± standard deviation over the seeds, at the last epoch and at the",
         "epoch of the highest validation accuracy (presets with `dataset.val_size`; the reference CIFAR-10",
         "recipe trains on all 50,000 images and has none). *s/epoch* is the wall time of a run divided by its",
-        "epochs (start-up included, one torch thread, the table's runs two at a time on the machine named).",
+        "epochs (start-up included, one torch thread, other runs sharing the machine's cores: an upper bound).",
+        "Rows with a suffix (`-noaug`) differ from their preset as their command says.",
         "*fixed*: only the output layer learns, on a fixed random signal and hidden layers left at their",
         "initialisation; it shows what the hidden layers' learning adds.",
     ]
