@@ -15,7 +15,8 @@ unfinished run with a checkpoint continues from it: ``resume=``). Then, from eve
   seeds) at the last epoch and at the best-validation epoch, that epoch, the epochs, the wall time
   per epoch and the machine, and the row's command; rows without a finished run say "not run";
 * ``experiments/results/reproduction.json``: the rows as a list of objects (``table``, ``row``,
-  ``dataset``, ``network``, ``method``, ``loss``, ``command``, ``seeds``: ``{"0": test accuracy at
+  ``dataset``, ``network``, ``method``, ``loss``, ``variant`` (``noaug``, ...: how the row differs from its
+  preset, else null), ``command``, ``seeds``: ``{"0": test accuracy at
   the last epoch, ...}``, and the figures of the Markdown table);
 * ``experiments/results/reproduction/<table>-<network>-layers.png`` and ``-test_acc.png``: the
   per-layer test accuracy per epoch, the mean over the seeds with a band from the lowest to the
@@ -262,7 +263,7 @@ def row_record(row: Row, runs: list[Run]) -> dict[str, Any]:
     record: dict[str, Any] = {
         "table": row.table, "row": row.name, "dataset": row.dataset, "network": row.network,
         # With the settings its runs were made with (--set); a row not run yet as it would run by default.
-        "method": row.method, "loss": row.loss, "command": row.command(next((r.wall["extra"] for r in done if "extra" in r.wall), ())),
+        "method": row.method, "loss": row.loss, "variant": row.note or None, "command": row.command(next((r.wall["extra"] for r in done if "extra" in r.wall), ())),
         "seeds": {str(r.seed): r.summary.get("final/test/acc") for r in done},
     }
     if not done:
@@ -294,7 +295,8 @@ def percent(mean: float | None, std: float | None) -> str:
 
 def markdown_row(record: dict[str, Any]) -> str:
     command = f"`{record['command']}`"
-    head = [record["network"], record["method"], record["loss"] or "-"]
+    variant = record.get("variant")  # how the row differs from its preset (noaug, 10min)
+    head = [record["network"], record["method"] + (f" ({variant})" if variant else ""), record["loss"] or "-"]
     if not record["seeds"]:
         return "| " + " | ".join(head + ["not run"] + ["-"] * 6 + [command]) + " |"
     final = stats([v for v in record["seeds"].values() if v is not None])
@@ -322,7 +324,7 @@ def markdown(records: list[dict[str, Any]], plots: dict[str, list[Path]], report
         "epoch of the highest validation accuracy (presets with `dataset.val_size`; the reference CIFAR-10",
         "recipe trains on all 50,000 images and has none). *s/epoch* is the wall time of a run divided by its",
         "epochs (start-up included, one torch thread, other runs sharing the machine's cores: an upper bound).",
-        "Rows with a suffix (`-noaug`) differ from their preset as their command says.",
+        "A method with a suffix, e.g. *sigprop (noaug)*, differs from its preset as its command says.",
         "*fixed*: only the output layer learns, on a fixed random signal and hidden layers left at their",
         "initialisation; it shows what the hidden layers' learning adds.",
     ]
