@@ -33,6 +33,7 @@ def test_threads_per_job_share_the_cores() -> None:
     assert job_threads({"cpus_per_task": 6, "n_jobs": None}, cores=64) == 6  # submitit: the cores SLURM gives
 
 
+@pytest.mark.slow
 def test_joblib_sweep_runs_each_job_in_its_own_process_folder_and_wandb_run(tmp_path: Path) -> None:
     """Two jobs at once in joblib's worker processes: each takes half the cores, writes its own folder and W&B run
     (tagged with the sweep); the job whose setting the data refutes fails alone, and the sweep's last line names it."""
@@ -51,6 +52,7 @@ def test_joblib_sweep_runs_each_job_in_its_own_process_folder_and_wandb_run(tmp_
     assert any(tag.startswith("sweep=") for tag in run.tags) and run.run_group
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep_runs_every_job_as_its_own_process(tmp_path: Path) -> None:
     """The SLURM launcher's local twin: the same sweep as processes on this machine, one folder and record each."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason=CLUSTER)
@@ -126,7 +128,8 @@ DATA_PARALLEL = [*TINY, "model.norm=none", "loss=v1", "signal.per_class=true", "
                  "logger=none", "device=cpu", "threads=1"]
 
 
-@pytest.mark.parametrize("mode", ["fused", pytest.param("layerwise", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["fused", "layerwise"])
 def test_torchrun_two_processes_train_as_one_process_on_the_whole_batch(tmp_path: Path, mode: str) -> None:
     """Two gloo processes, each on half of every batch: every epoch's metrics (every layer's) equal the single
     process's; rank 0 alone writes the run, into the default timestamped folder both ranks agree on."""
@@ -143,6 +146,7 @@ def test_torchrun_two_processes_train_as_one_process_on_the_whole_batch(tmp_path
     assert "train/layer01/acc" in ours[0]
 
 
+@pytest.mark.slow
 def test_torchrun_refuses_a_batch_size_the_processes_cannot_split(tmp_path: Path) -> None:
     result = torchrun([*TINY, "batch_size=51", "logger=none", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert result.returncode != 0
