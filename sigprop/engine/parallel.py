@@ -119,16 +119,19 @@ class DataParallel:
             dist.broadcast(tensor, src=0)
 
     def sum_metrics(self, sums: Sequence[Any]) -> None:
-        """Add up ``LossAccuracySums`` (loss sum, correct, count) across ranks, in place."""
+        """Add up ``LossAccuracySums`` (loss sum, correct, count) across ranks, in place: one all-reduce of one
+        stacked float64 tensor on the sums' device (no read to the host before it)."""
         if not sums:
             return
         device = next((s.loss_sum.device for s in sums if isinstance(s.loss_sum, torch.Tensor)), torch.device("cpu"))
-        values = torch.tensor(
-            [[float(s.loss_sum), float(s.correct), float(s.count)] for s in sums], dtype=torch.float64, device=device
-        )
+        values = torch.stack([
+            torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in (s.loss_sum, s.correct, s.count)])
+            for s in sums
+        ])
         dist.all_reduce(values)
-        for s, (loss_sum, correct, count) in zip(sums, values.tolist(), strict=True):
-            s.loss_sum, s.correct, s.count = loss_sum, correct, int(count)
+        counts = values[:, 2].tolist()  # the one read: counts are plain ints
+        for s, row, count in zip(sums, values, counts, strict=True):
+            s.loss_sum, s.correct, s.count = row[0], row[1], int(count)
 
 
 class Shards:
