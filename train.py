@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -142,7 +143,10 @@ def torchrun_args(argv: list[str]) -> list[str]:
         raise SystemExit("error: -m: a sweep cannot run under torchrun; start torchrun once per run (docs/scaling.md)")
     extra = []
     if not any(a.startswith("hydra.run.dir=") for a in argv):
-        extra.append(f"hydra.run.dir={parallel.agree(time.strftime('outputs/%Y-%m-%d/%H-%M-%S'))}")
+        # conf/config.yaml's run folder, its ${now:...} fields filled with rank 0's time (ranks start apart).
+        pattern = OmegaConf.to_container(OmegaConf.load(Path(__file__).parent / "conf" / "config.yaml"))["hydra"]["run"]["dir"]
+        now = time.localtime(parallel.agree(time.time()))
+        extra.append("hydra.run.dir=" + re.sub(r"\$\{now:([^}]*)\}", lambda m: time.strftime(m.group(1), now), pattern))
     if parallel.torchrun_world()[0] != 0:  # type: ignore[index]
         extra += ["hydra.output_subdir=null", "hydra.job_logging.root.handlers=[console]", "hydra.job_logging.root.level=WARNING"]
     return argv + extra
