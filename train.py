@@ -44,6 +44,7 @@ from sigprop.engine.outcome import Outcome, check_finite, outcome_of
 from sigprop.tracking.jsonl import SUMMARY_FILE, write_summary
 
 log = logging.getLogger("train")
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"  # conf/config.yaml: the run's config, also read by torchrun_args
 
 
 def fail(err: BaseException) -> NoReturn:
@@ -56,7 +57,7 @@ def in_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
     """One training job. Returns what a hyper-parameter sweeper maximises: the best validation accuracy
     when the dataset has a validation split (``dataset.val_size``), else the final test accuracy."""
@@ -144,7 +145,7 @@ def torchrun_args(argv: list[str]) -> list[str]:
     extra = []
     if not any(a.startswith("hydra.run.dir=") for a in argv):
         # conf/config.yaml's run folder, its ${now:...} fields filled with rank 0's time (ranks start apart).
-        pattern = OmegaConf.to_container(OmegaConf.load(Path(__file__).parent / "conf" / "config.yaml"))["hydra"]["run"]["dir"]
+        pattern = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "config.yaml"))["hydra"]["run"]["dir"]
         now = time.localtime(parallel.agree(time.time()))
         extra.append("hydra.run.dir=" + re.sub(r"\$\{now:([^}]*)\}", lambda m: time.strftime(m.group(1), now), pattern))
     if parallel.torchrun_world()[0] != 0:  # type: ignore[index]
