@@ -160,10 +160,8 @@ def multirun_flag_first(argv: list[str]) -> list[str]:
     return argv[:1] + flags + [a for a in argv[1:] if a not in ("-m", "--multirun")]
 
 
-if __name__ == "__main__":
-    # Let Hydra's composition errors (unknown option or key) reach this handler as exceptions instead of
-    # its multi-line report, so every config error reads the same: one line, exit status 1.
-    os.environ["HYDRA_FULL_ERROR"] = "1"
+def run() -> None:
+    """The command line: ``python train.py [overrides]``, alone, as a sweep (``-m``) or under torchrun."""
     sys.argv = multirun_flag_first(sys.argv)
     if parallel.torchrun_world() is not None:  # started by torchrun: one run on several processes
         parallel.start_process_group()
@@ -174,3 +172,19 @@ if __name__ == "__main__":
         fail(err)
     except Interrupted as err:  # the job's record is closed: summary.json says "interrupted"
         sys.exit(err.exit_code)
+
+
+if __name__ == "__main__":
+    # Let Hydra's composition errors (unknown option or key) reach this handler as exceptions instead of
+    # its multi-line report, so every config error reads the same: one line, exit status 1.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        run()
+    except SystemExit as stop:
+        if not isinstance(stop.code, str):
+            raise
+        # One write for the line and its newline: torchrun's processes share stderr, and Python's own report
+        # writes the two apart, so the same error from two ranks could interleave into one garbled line.
+        sys.stderr.flush()
+        os.write(sys.stderr.fileno(), f"{stop.code}\n".encode())
+        raise SystemExit(1) from None
