@@ -109,13 +109,17 @@ CIFAR10_FAST = (
     "step.precision=bf16", "step.channels_last=true", "step.compile=true", "step.fuse_ht=true",
 )
 FMNIST_NO_AUGMENT = ("experiment=repro_fmnist_mlp", "dataset.crop_padding=0", "dataset.flip=false")
+# The MLP with augmentation, trained longer at half the learning rate: at 1e-3 its third hidden layer's label-match
+# accuracy can collapse before the first step, and 20 epochs leave SigProp's training accuracy at 87 %.
+FMNIST_LONG = ("experiment=repro_fmnist_mlp", "optimizer.lr=5e-4", "epochs=60", "scheduler.milestones=[36,48]")
 # The reference's CIFAR-10 recipe reads torchvision's CIFAR-10; the JPEG copy is the one that can be prepared offline.
 TABLES: dict[str, list[Row]] = {
     "mnist": method_rows("mnist", "mnist", "mlp", "repro_mnist_mlp") + method_rows("mnist", "mnist", "cnn", "repro_mnist_cnn"),
     "fashion_mnist": method_rows("fashion_mnist", "fashion_mnist", "mlp", "repro_fmnist_mlp")
     # The MLP without augmentation: crops and flips keep both methods' training accuracy below 90 % in 20 epochs.
     + [Row("fashion_mnist", "fashion_mnist", "mlp", "sigprop", "v15", (*FMNIST_NO_AUGMENT, "propagator=loss", "loss=v15"), note="noaug"),
-       Row("fashion_mnist", "fashion_mnist", "mlp", "backprop", None, (*FMNIST_NO_AUGMENT, "propagator=backprop"), note="noaug")]
+       Row("fashion_mnist", "fashion_mnist", "mlp", "backprop", None, (*FMNIST_NO_AUGMENT, "propagator=backprop"), note="noaug"),
+       Row("fashion_mnist", "fashion_mnist", "mlp", "sigprop", "v15", (*FMNIST_LONG, "propagator=loss", "loss=v15"), note="long")]
     + method_rows("fashion_mnist", "fashion_mnist", "cnn", "repro_fmnist_cnn"),
     "cifar10": [
         Row("cifar10", "cifar10", "vgg8", "sigprop", "v15", CIFAR10_FAST, note="10min"),
