@@ -2,6 +2,8 @@
 order), monitors, signal formatters and generators, and ``utils.shape_numel``."""
 from __future__ import annotations
 
+import contextlib
+
 import math
 from typing import Callable
 
@@ -239,7 +241,9 @@ def test_loop_back_models_run_and_learn(digits, model_cls: type) -> None:
 # --- per-class signal: a setting, never read from the shapes ---------------------------------
 
 
-def build_projection_mlp(per_class: bool, monitor: sigprop.monitors.Group, seed: int = 0) -> nn.Module:
+def build_projection_mlp(
+    per_class: bool, monitor: sigprop.monitors.Group, seed: int = 0, loss=LOSS, dtype: torch.dtype = torch.float32
+) -> nn.Module:
     """``build_mlp`` with a projection signal of one row per sample or (``per_class``) one per class.
 
     Both have the same weights; the per-class one says so through the manager's settings.
@@ -248,24 +252,30 @@ def build_projection_mlp(per_class: bool, monitor: sigprop.monitors.Group, seed:
     manager = sigprop.managers.Preset(
         sigprop.models.Forward, P.Loss, P.signals.Loss, build_optimizer, sigprop.monitors.loss.LabelMetrics, monitor
     )
-    manager.config_signal(loss=LOSS, per_class_signal=per_class)
-    manager.config_propagator(loss=LOSS, per_class_signal=per_class)
-    formatters = [S.LabelNumberToOnehot(10)] + ([S.DistinctBatchLabelsOnehot()] if per_class else [])
+    manager.config_signal(loss=loss, per_class_signal=per_class)
+    manager.config_propagator(loss=loss, per_class_signal=per_class)
+    # The one-hot formatter gives float32 rows: a float64 model takes its labels one-hot already.
+    formatters = [] if dtype == torch.float64 else [S.LabelNumberToOnehot(10)]
+    formatters += [S.DistinctBatchLabelsOnehot()] if per_class else []
     generator = S.ProjectionContextInput(
         nn.Linear(10, WIDTH), nn.Sequential(nn.Linear(784, WIDTH), nn.ReLU()), (10,), (WIDTH,)
     )
     manager.set_signal(nn.Sequential(*formatters, generator))
     network = nn.Sequential(
         manager.add_propagator(nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.ReLU())),
+        manager.add_propagator(nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.ReLU())),
         manager.add_propagator(nn.Linear(WIDTH, 10), P.Identity),
     )
-    return manager.set_model(network)
+    return manager.set_model(network).to(dtype)
 
 
-def local_losses(model: nn.Module, monitor: sigprop.monitors.Group, x: Tensor, y: Tensor) -> dict[str, float]:
+def local_losses(
+    model: nn.Module, monitor: sigprop.monitors.Group, x: Tensor, y: Tensor, precision: str = "fp32"
+) -> dict[str, float]:
     model.eval()  # the losses only, no update
     monitor.reset()
-    with torch.no_grad():
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    with torch.no_grad(), autocast:
         model(x, y)
     return {name: v["loss"] for name, v in monitor.values().items()}
 
@@ -277,16 +287,33 @@ def test_per_class_signal_setting_reaches_every_propagator() -> None:
     assert model.signal.per_class_signal is True and model.model[0].per_class_signal is True
 
 
-@pytest.mark.parametrize("batch", [10, 16])
-def test_per_class_signal_gives_the_per_sample_losses_whatever_the_batch_size(digits, batch: int) -> None:
-    """With 10 classes, a batch of 10 (as many samples as classes) is read as the setting says."""
+# Per-class and per-sample signals give the same losses up to rounding: the per-sample one computes
+# each class's rows once per sample (kernels may round them apart), the per-class one once. Largest
+# relative difference measured over these cases with one and two threads and with the AVX2 kernels of
+# ATen, MKL and oneDNN (ATEN_CPU_CAPABILITY, MKL_CBWR, ONEDNN_MAX_CPU_ISA) on an AVX-512 CPU: float64
+# 3e-16, float32 1.1e-7, bf16 0. Allowed: 1e-13, 1e-5, and for bf16 1e-2, since another CPU's bf16
+# kernel may round an entry of a per-sample row one bf16 ulp (2**-8) away from the per-class row.
+PRECISIONS = {"float64": (torch.float64, "fp32", 1e-13), "float32": (torch.float32, "fp32", 1e-5), "bf16": (torch.float32, "bf16", 1e-2)}
+
+
+@pytest.mark.parametrize("precision", list(PRECISIONS))
+@pytest.mark.parametrize("loss", ["v9", "v14", "v15"])
+@pytest.mark.parametrize("batch", [1, 7, 10, 16, 64])
+def test_per_class_signal_gives_the_per_sample_losses_whatever_the_batch_size(digits, batch: int, loss: str, precision: str) -> None:
+    """With 10 classes, a batch of 10 (as many samples as classes) is read as the setting says; in
+    every precision the two signals give the same targets, so the same losses."""
     x, y = digits[0][:batch], digits[1][:batch]
-    assert len(y.unique()) < 10, "some class is absent and another repeated: rows of t and samples differ"
+    if batch == 10:
+        assert len(y.unique()) < 10, "some class is absent and another repeated: rows of t and samples differ"
+    dtype, autocast, rel = PRECISIONS[precision]
+    loss_fn = {"v9": sigprop.loss.v9_input_target_max_all, "v14": sigprop.loss.v14_input_target_max_rand,
+               "v15": sigprop.loss.v15_input_target_topk(6)}[loss]
+    labels = torch.eye(10, dtype=dtype)[y] if dtype == torch.float64 else y
     per_sample, per_class = sigprop.monitors.Group(), sigprop.monitors.Group()
-    expected = local_losses(build_projection_mlp(False, per_sample), per_sample, x, y)
-    got = local_losses(build_projection_mlp(True, per_class), per_class, x, y)
-    assert got == pytest.approx(expected, rel=1e-5)
-    assert all(v > 0 for v in got.values())
+    expected = local_losses(build_projection_mlp(False, per_sample, loss=loss_fn, dtype=dtype), per_sample, x.to(dtype), labels, autocast)
+    got = local_losses(build_projection_mlp(True, per_class, loss=loss_fn, dtype=dtype), per_class, x.to(dtype), labels, autocast)
+    assert got == pytest.approx(expected, rel=rel)
+    assert all(v > 0 for v in got.values()) or batch == 1
 
 
 def test_a_signal_contradicting_the_setting_is_a_clear_error(digits) -> None:

@@ -16,10 +16,11 @@ def label_number_to_onehot(t0: Tensor | None, num_classes: int | None) -> Tensor
 
 
 def distinct_batch_labels_onehot(t0: Tensor | None) -> Tensor | None:
-    """One-hot vectors ``(B, K)`` to the ``K`` distinct one-hot rows (the identity matrix)."""
+    """One-hot vectors ``(B, K)`` to the ``K`` distinct one-hot rows (the identity matrix), in ``t0``'s
+    floating-point dtype (float32 for integer ``t0``)."""
     if t0 is None:
         return None
-    return torch.eye(t0.shape[1], device=t0.device, dtype=torch.float32)
+    return torch.eye(t0.shape[1], device=t0.device, dtype=t0.dtype if t0.is_floating_point() else torch.float32)
 
 
 def distinct_batch_labels(t0: Tensor | None) -> Tensor | None:

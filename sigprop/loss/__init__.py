@@ -1,5 +1,5 @@
 """Local losses: each trains one layer from its output, the signal and the targets."""
-from . import functional, similarity
+from . import functional, similarity, ties
 from .base import Loss, needs_per_class_signal
 from .input_label import v1_input_label_direct
 from .input_target import v9_input_target_max_all, v14_input_target_max_rand, v15_input_target_topk
@@ -10,6 +10,7 @@ __all__ = [
     "functional",
     "needs_per_class_signal",
     "similarity",
+    "ties",
     "v1_input_label_direct",
     "v9_input_target_max_all",
     "v14_input_target_max_rand",

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..utils import without_autocast
+
 # The helpers for writing losses (the reference package's ``sigprop.loss.functional.utils``).
 __all__ = [
     "format_2dim_",
@@ -119,9 +121,14 @@ def target_similarity(t0: Tensor, index: Tensor | None = None) -> Tensor:
     """``t0 @ t0.T`` per spatial position, averaged over positions: which targets match which.
 
     With ``index`` (``t0`` holding one row per class), rows and columns are expanded to one per sample.
+    Computed in float32 or wider and outside autocast: the losses read only which entries tie
+    (``sigprop.loss.ties``), and a bf16 result would round apart entries that are equal in float32.
     """
-    a, b = flat_pair(t0, t0)
-    sim = (a @ b.t()) / positions(t0)
+    if not (t0.is_floating_point() and torch.finfo(t0.dtype).bits >= 32):
+        t0 = t0.float()
+    with without_autocast(t0.device.type):
+        a, b = flat_pair(t0, t0)
+        sim = (a @ b.t()) / positions(t0)
     return sim if index is None else sim[index][:, index]
 
 

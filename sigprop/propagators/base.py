@@ -1,12 +1,13 @@
 """The propagator base class, the shared local-update logic, and who trains which parameters."""
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import Tensor, nn
+
+from ..utils import without_autocast
 
 LossFn = Callable[..., Tensor]
 
@@ -63,12 +64,6 @@ class LocalLosses:
         return len(self.losses)
 
 
-def _without_autocast(device_type: str) -> Any:
-    if torch.is_autocast_enabled(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
-
-
 class LossUpdate:
     """``train_``/``eval_`` from a loss function and the layer's own optimizer.
 
@@ -98,7 +93,7 @@ class LossUpdate:
         elif self.optimizer is not None:
             # The update runs inside the caller's forward; keep a bf16 autocast region off the
             # backward and the step (autocast is meant for forward passes only).
-            with _without_autocast(loss.device.type):
+            with without_autocast(loss.device.type):
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()

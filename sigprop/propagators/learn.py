@@ -6,7 +6,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from .base import LocalLearner, LocalLosses, LossFn, LossUpdate, _without_autocast
+from ..utils import without_autocast
+from .base import LocalLearner, LocalLosses, LossFn, LossUpdate
 
 State = tuple[Tensor, "Tensor | None", "Tensor | None"]
 
@@ -38,7 +39,7 @@ FUSABLE_TYPES: tuple[type[nn.Module], ...] = (
     nn.Softmax, nn.LogSoftmax, nn.Softmin, nn.GLU,
     nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.LPPool1d, nn.LPPool2d, nn.LPPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.LPPool1d, nn.LPPool2d, *((nn.LPPool3d,) if hasattr(nn, 'LPPool3d') else ()),
     nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
     nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d,
     nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d,
@@ -240,8 +241,8 @@ class Loss(LossUpdate, Learn):
                 continue
             for start in range(0, x0.shape[0], chunk):
                 out = self.module(x0[start : start + chunk])  # under the caller's autocast, as the first pass
-                with _without_autocast(out.device.type):
+                with without_autocast(out.device.type):
                     out.backward(grad[start : start + chunk].to(out.dtype))
-        with _without_autocast(h0.device.type):
+        with without_autocast(h0.device.type):
             self.optimizer.step()
         return h1.detach(), t1.detach(), context

@@ -10,10 +10,15 @@ import pytest
 from app_helpers import read_metrics, train_ok, without_timing
 
 REFERENCE = json.loads((Path(__file__).with_name("reference_metrics.json")).read_text())
-# Exact on the machine that recorded them. Another CPU may round differently (other kernels, another
-# summation order); that moves losses by about 1e-4 relative after two epochs and may flip a few of the
-# 500 test images, far less than a changed rule, signal, optimizer grouping or schedule does.
-LOSS_REL, ACC_ABS = 1e-3, 0.01
+# The figures are exact on the machine and thread count that recorded them; another CPU runs other
+# kernels (vector widths, blockings, summation orders). Each case's "spread" is the largest deviation
+# measured with two threads and with the AVX2 kernels of ATen, MKL and oneDNN on an AVX-512 CPU
+# (`python tests/app/record_reference_metrics.py spread`): about 1e-7 relative where rounding stays
+# rounding, up to 2 % of a loss and 4 points of accuracy where Adam turns rounding noise in a
+# gradient that is zero in exact arithmetic (weights before batch norm of pixels constant in a batch)
+# into full-size steps. Allowed: three times the case's spread, and at least 1e-5 relative for a
+# loss and 0.004 for an accuracy (2 of the 500 test images).
+MARGIN, LOSS_REL_MIN, ACC_ABS_MIN = 3, 1e-5, 0.004
 
 
 @pytest.mark.slow
@@ -22,8 +27,10 @@ def test_metrics_match_the_recorded_ones(case: str, tmp_path: Path) -> None:
     overrides = REFERENCE["cases"][case]["overrides"]
     train_ok([*REFERENCE["common"], *overrides, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     got, expected = without_timing(read_metrics(tmp_path / "run")), REFERENCE["cases"][case]["metrics"]
+    spread = REFERENCE["cases"][case]["spread"]
+    loss_rel, acc_abs = max(MARGIN * spread["loss_rel"], LOSS_REL_MIN), max(MARGIN * spread["acc_abs"], ACC_ABS_MIN)
     assert [sorted(row) for row in got] == [sorted(row) for row in expected]  # the same layers, in every epoch
     for row, want in zip(got, expected, strict=True):
         for key, value in want.items():
-            tolerance = dict(abs=ACC_ABS) if key.endswith("/acc") else dict(rel=LOSS_REL)
+            tolerance = dict(abs=acc_abs) if key.endswith("/acc") else dict(rel=loss_rel)
             assert row[key] == pytest.approx(value, **tolerance), (case, row["epoch"], key)

@@ -108,10 +108,12 @@ def test_reproduce_runs_a_row_over_two_seeds_and_writes_the_table(tmp_path: Path
     assert (done["table"], done["dataset"], done["network"], done["method"], done["loss"]) == ("mnist", "mnist", "mlp", "sigprop", "v15")
     assert done["command"] == "python train.py experiment=repro_mnist_mlp propagator=loss loss=v15 " + " ".join(
         f"'{o}'" if "[" in o else o for o in shrink)
-    assert set(done["seeds"]) == {"0", "1"} and done["seeds"]["0"] != done["seeds"]["1"]
+    assert set(done["seeds"]) == {"0", "1"}
+    histories = [read_metrics(out / "mnist" / "mlp-sigprop-v15" / f"seed{seed}") for seed in (0, 1)]
+    assert histories[0][-1]["test/loss"] != histories[1][-1]["test/loss"]  # two seeds, two runs
     for seed in (0, 1):
         folder = out / "mnist" / "mlp-sigprop-v15" / f"seed{seed}"
-        history = read_metrics(folder)
+        history = histories[seed]
         summary = json.loads((folder / "summary.json").read_text())
         best = max(history, key=lambda row: (row["val/acc"], -row["epoch"]))  # the epoch validation picks
         assert summary["best/epoch"] == best["epoch"] == done["best_val_epoch"][str(seed)]

@@ -194,7 +194,9 @@ def test_offline_download_fails_cleanly_and_fast(dataset: type, tmp_path: Path, 
     assert time.monotonic() - start < 20
     message = str(err.value)
     assert "\n" not in message and err.value.__suppress_context__
-    assert "download failed" in message and "Network is unreachable" in message and str(tmp_path) in message
+    assert "download failed" in message and str(tmp_path) in message
+    # The cause, where torchvision's error holds it (its MNIST before 0.21 prints it and raises "Error downloading <file>").
+    assert "Network is unreachable" in message or "RuntimeError: Error downloading" in message
     assert timeouts and set(timeouts) == {DOWNLOAD_TIMEOUT_S}
     assert socket.getdefaulttimeout() is None  # restored afterwards
 
