@@ -119,9 +119,15 @@ TABLES: dict[str, list[Row]] = {
     # The MLP without augmentation: crops and flips keep both methods' training accuracy below 90 % in 20 epochs.
     + [Row("fashion_mnist", "fashion_mnist", "mlp", "sigprop", "v15", (*FMNIST_NO_AUGMENT, "propagator=loss", "loss=v15"), note="noaug"),
        Row("fashion_mnist", "fashion_mnist", "mlp", "backprop", None, (*FMNIST_NO_AUGMENT, "propagator=backprop"), note="noaug"),
-       Row("fashion_mnist", "fashion_mnist", "mlp", "sigprop", "v15", (*FMNIST_LONG, "propagator=loss", "loss=v15"), note="long")]
+       Row("fashion_mnist", "fashion_mnist", "mlp", "sigprop", "v15", (*FMNIST_LONG, "propagator=loss", "loss=v15"), note="long"),
+       Row("fashion_mnist", "fashion_mnist", "mlp", "backprop", None, (*FMNIST_LONG, "propagator=backprop"), note="long")]
     + method_rows("fashion_mnist", "fashion_mnist", "cnn", "repro_fmnist_cnn"),
     "cifar10": [
+        # On a CPU core: VGG-8 at a quarter of its width, 40 epochs (conf/experiment/repro_cifar10_cpu.yaml).
+        Row("cifar10", "cifar10", "vgg8", "sigprop", "v15", ("experiment=repro_cifar10_cpu", "propagator=loss", "loss=v15"), note="cpu"),
+        Row("cifar10", "cifar10", "vgg8", "backprop", None, ("experiment=repro_cifar10_cpu", "propagator=backprop"), note="cpu"),
+        Row("cifar10", "cifar10", "vgg8", "fixed", None,
+            ("experiment=repro_cifar10_cpu", "propagator=fixed", "signal=projection_fixed"), note="cpu"),
         Row("cifar10", "cifar10", "vgg8", "sigprop", "v15", CIFAR10_FAST, note="10min"),
         *method_rows("cifar10", "cifar10", "vgg8", "cifar10_reference", ["dataset=cifar10_jpeg"]),
     ],
