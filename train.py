@@ -5,20 +5,20 @@
     python train.py -m signal=projection loss=v9,v15   # a sweep: one job per combination
 
 Read top to bottom:
-1. Check and build everything; nothing is written until this passes (sigprop/engine/build.py). The
-   network (sigprop/nets) gets the configured signal in front and every hidden layer wrapped in the
-   configured propagator (sigprop/engine/assemble.py): with `propagator=loss` each hidden layer
-   computes its local loss and steps its own optimizer inside the forward pass
-   (`sigprop.propagators.Loss`, sigprop/propagators/learn.py); with `step.mode=fused` the local
-   losses are applied by one backward in the training step (sigprop/engine/step.py).
-2. Train epoch by epoch. `loop.run_phase` runs the batches and reads every layer's metrics
-   (`train/layer01/acc`, ...); an epoch with a non-finite loss stops the run (diverged); otherwise
-   the tracker writes the epoch to metrics.jsonl and W&B (sigprop/tracking/wandb_tracker.py) and
-   checkpoint.pt is replaced. SIGTERM or SIGINT abandons the epoch in progress
-   (sigprop/engine/interrupt.py).
-3. Finish: summary.json and the W&B run record how the run ended (sigprop/engine/outcome.py:
-   finished, interrupted, diverged, failed) and the last completed epoch; one line with the final
-   accuracy, or one line that says why the run stopped (exit status 1; 130/143 for a signal).
+1. Build (``build``): each part from its config group of conf/, one line each, checked; nothing is written
+   until all of it works. ``build_step`` assembles the network (sigprop/nets) with the configured signal
+   in front and every hidden layer wrapped in the configured propagator (sigprop/engine/assemble.py).
+2. Train epoch by epoch (``main``). ``TrainStep.run_phase`` (sigprop/engine/step.py) runs the batches and
+   reads every layer's metrics (``train/layer01/acc``, ...). In a training step the model runs the signal
+   and every layer; with ``propagator=loss`` each hidden layer computes its local loss and its update in
+   the forward pass (``Learn.forward`` and ``Loss.train_``, sigprop/propagators/learn.py); with
+   ``step.mode=fused`` the local losses are applied by the step's one backward. An epoch with a
+   non-finite loss stops the run (diverged); otherwise the tracker writes the epoch to metrics.jsonl and
+   W&B (sigprop/tracking/) and checkpoint.pt is replaced. SIGTERM or SIGINT abandons the epoch in
+   progress (sigprop/engine/interrupt.py).
+3. Finish: summary.json and the W&B run record how the run ended (sigprop/engine/outcome.py: finished,
+   interrupted, diverged, failed) and the last completed epoch; one line with the final accuracy, or
+   one line that says why the run stopped (exit status 1; 130/143 for a signal).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, Mapping, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -38,13 +38,70 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from sigprop.engine import build, checkpoint, config, loop, parallel, rundir
+from sigprop.data.datasets import ImageData
+from sigprop.engine import checkpoint, checks, config, parallel, parts, rundir, summary
+from sigprop.engine.assemble import assemble
 from sigprop.engine.interrupt import Interrupted, StopSignals
 from sigprop.engine.outcome import Outcome, check_finite, outcome_of
+from sigprop.engine.step import TrainStep
+from sigprop.tracking import Trackers
 from sigprop.tracking.jsonl import SUMMARY_FILE, write_summary
 
 log = logging.getLogger("train")
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"  # conf/config.yaml: the run's config, also read by torchrun_args
+
+
+def build_step(cfg: DictConfig, data: ImageData, choices: Mapping[str, str]) -> TrainStep:
+    """The training step for ``data``: every part from its config group, then the assembled model."""
+    network = parts.build_group(cfg, "model", choices, input_shape=data.input_shape, num_classes=data.num_classes)
+    signal = parts.build_group(cfg, "signal", choices)  # conf/signal/: the label's signal, made for the network
+    propagator = parts.build_group(cfg, "propagator", choices)  # conf/propagator/: what trains each hidden layer
+    loss = parts.build_group(cfg, "loss", choices)  # conf/loss/: the hidden layers' local loss
+    optimizer = parts.build_group(cfg, "optimizer", choices)  # conf/optimizer/: one per learning layer
+    scheduler = parts.build_group(cfg, "scheduler", choices)  # conf/scheduler/: every optimizer's schedule
+    described = ", ".join(checks.label(g, choices) for g in ("model", "signal", "loss", "propagator"))
+    with checks.blame(f"the network does not fit ({described} on dataset {data.name} {data.input_shape})"):
+        assembly = assemble(
+            network, signal, propagator, loss, optimizer,
+            mode=parts.value(cfg.step.mode), recompute_chunk=cfg.step.recompute_chunk, fuse_ht=cfg.step.fuse_ht,
+        )
+    with checks.blame("step"):
+        return TrainStep(
+            assembly, scheduler, precision=parts.value(cfg.step.precision),
+            channels_last=cfg.step.channels_last, compile=cfg.step.compile,
+        )
+
+
+def build(cfg: DictConfig, info: rundir.RunInfo) -> parts.Job:
+    """Check ``cfg`` and build the run it describes, resuming from ``resume`` if set; writes nothing (but for
+    removing the half-written ``*.part`` files a killed run left beside the checkpoint it resumes from).
+    Raises ``ConfigError`` for anything that would stop the run."""
+    choices = info.choices
+    config.check_settings(cfg)
+    data_parallel = checks.check_data_parallel(cfg)  # one of torchrun's processes, or None
+    writes = data_parallel is None or data_parallel.writes  # the other ranks share rank 0's folder
+    if writes:
+        rundir.check_new_run_dir(info.run_dir)
+    saved = parts.resumed_state(cfg, writes)
+    device = parts.set_up_process(cfg, info.threads, data_parallel)
+
+    dataset = parts.build_group(cfg, "dataset", choices)  # conf/dataset/
+    data = parts.load_data(dataset)
+    step = build_step(cfg, data, choices)
+    step.model.to(device)
+    checks.check_forward(step, data, device, choices)
+    checks.check_batch_statistics(step, data, cfg.batch_size, cfg.test_batch_size, choices)
+    loaders = parts.make_loaders(cfg, data, device)
+    start_epoch, history = parts.restore(saved, cfg, step, loaders.generator)
+    tracker = parts.make_tracker(parts.build_group(cfg, "logger", choices), info) if writes else Trackers([])
+    if data_parallel is not None:
+        data_parallel.broadcast_model(step.model)
+        data_parallel.attach(step.optimizers)
+        loaders = data_parallel.shard_loaders(loaders)
+    return parts.Job(
+        cfg, config.run_config(cfg), device, data, step, loaders, tracker, info.run_dir, dict(choices),
+        start_epoch, history, data_parallel,
+    )
 
 
 def fail(err: BaseException) -> NoReturn:
@@ -62,9 +119,9 @@ def main(cfg: DictConfig) -> float:
     """One training job. Returns what a hyper-parameter sweeper maximises: the best validation accuracy
     when the dataset has a validation split (``dataset.val_size``), else the final test accuracy."""
     with StopSignals() as signals:
-        # 1. Check and build: data, the assembled model and its training step, loaders, trackers.
+        # 1. Build: the data, the assembled model and its training step, the loaders, the trackers.
         try:
-            job = build.prepare(cfg, build.hydra_run_info())
+            job = build(cfg, rundir.hydra_run_info())
         except (config.ConfigError, OmegaConfBaseException) as err:
             if not in_sweep():
                 fail(err)
@@ -76,38 +133,40 @@ def main(cfg: DictConfig) -> float:
         if cfg.print_config:
             log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
         log.info(job.describe())
-        step, history, epochs = job.step, job.history, cfg.epochs
+        step, history, epochs, loaders = job.step, job.history, cfg.epochs, job.loaders
 
         # 2. Train: every epoch's metrics go to metrics.jsonl and W&B, then checkpoint.pt is replaced.
         outcome = Outcome("finished")
         try:
-            job.tracker.start(job.tracker_config)
+            job.tracker.start(parts.tracker_config(cfg, job.choices))
             for row in history:  # a resumed run's earlier epochs, so its record is complete
                 job.tracker.log(row, int(row["epoch"]))
+            progress = parts.show_progress(cfg) and job.writes
+            combine = job.parallel.sum_metrics if job.parallel else None
             for epoch in range(job.start_epoch + 1, epochs + 1):
-                row = {"epoch": epoch, "lr": step.lr()}
-                bar = dict(progress=job.progress, refresh_every=cfg.refresh_every, combine=job.parallel and job.parallel.sum_metrics)
-                row |= loop.run_phase(step, job.train_loader, "train", desc=f"epoch {epoch}/{epochs} train", **bar)
+                row: dict[str, Any] = {"epoch": epoch, "lr": step.lr()}
+                bar = dict(progress=progress, refresh_every=cfg.refresh_every, combine=combine)
+                row |= step.run_phase(loaders.train, "train", desc=f"epoch {epoch}/{epochs} train", **bar)
                 step.epoch_end()
-                if job.val_loader is not None:
-                    row |= loop.run_phase(step, job.val_loader, "val", desc=f"epoch {epoch}/{epochs} val", **bar)
-                row |= loop.run_phase(step, job.test_loader, "test", desc=f"epoch {epoch}/{epochs} test", **bar)
+                if loaders.val is not None:
+                    row |= step.run_phase(loaders.val, "val", desc=f"epoch {epoch}/{epochs} val", **bar)
+                row |= step.run_phase(loaders.test, "test", desc=f"epoch {epoch}/{epochs} test", **bar)
                 check_finite(row)  # a NaN or infinite loss: stop, keeping the last finite epoch's checkpoint
                 with signals.held():  # a stop signal waits until the epoch's record is whole
                     if job.writes:
-                        checkpoint.save(job.run_dir / checkpoint.CHECKPOINT_FILE, epoch, step, job.generator, [*history, row], job.config)
+                        checkpoint.save(job.run_dir / checkpoint.CHECKPOINT_FILE, epoch, step, loaders.generator, [*history, row], job.config)
                     history.append(row)
                     job.tracker.log(row, epoch)
-                log.info(loop.describe_epoch(row, epochs))
+                log.info(summary.describe_epoch(row, epochs))
         except BaseException as err:  # noqa: BLE001 - recorded below, then raised or reported
             outcome = outcome_of(err)
 
         # 3. Finish: the record says how the run ended and which epoch the checkpoint holds.
         last_epoch = int(history[-1]["epoch"]) if history else 0
-        summary = {"last_epoch": last_epoch, **loop.summarize(history)}
+        result = {"last_epoch": last_epoch, **summary.summarize(history)}
         with signals.held():
             try:
-                job.tracker.finish(summary | ({"reason": outcome.reason} if outcome.reason else {}), outcome.status)
+                job.tracker.finish(result | ({"reason": outcome.reason} if outcome.reason else {}), outcome.status)
             except Exception as err:  # noqa: BLE001 - e.g. a full disk: the outcome says so
                 if outcome.status == "finished":
                     outcome = outcome_of(err)
@@ -116,8 +175,8 @@ def main(cfg: DictConfig) -> float:
         if outcome.status != "finished":
             kept = f"{job.run_dir} keeps epoch {last_epoch} (checkpoint.pt, metrics.jsonl)" if last_epoch else f"{job.run_dir}: no epoch completed"
             return stopped(outcome, f"{kept}; summary.json says {outcome.status}")
-    log.info("%s; run folder %s", loop.describe_summary(summary), job.run_dir)
-    return summary.get("best/val/acc", summary["final/test/acc"])
+    log.info("%s; run folder %s", summary.describe_summary(result), job.run_dir)
+    return result.get("best/val/acc", result["final/test/acc"])
 
 
 def stopped(outcome: Outcome, kept: str = "") -> float:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import logging
 import math
@@ -38,6 +39,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -50,7 +52,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from sigprop.data import ImageData, TensorLoader  # noqa: E402
-from sigprop.engine import TrainStep, build  # noqa: E402
+from sigprop.engine import TrainStep, parts  # noqa: E402
+from sigprop.engine.rundir import choices_of  # noqa: E402
 from sigprop.engine.config import check_settings, resolve_device  # noqa: E402
 
 log = logging.getLogger("benchmark")
@@ -136,19 +139,27 @@ def load_data(overrides: Sequence[str]) -> tuple[ImageData, torch.device]:
     check_settings(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    parts = build.build_parts(cfg, build.choices_of(cfg))
-    return build.load_data(parts.dataset), resolve_device(cfg.device)
+    return parts.load_data(parts.build_group(cfg, "dataset", choices_of(cfg))), resolve_device(cfg.device)
+
+
+def train_app() -> ModuleType:
+    """train.py as a module: the benchmark builds every method with its ``build_step``, as the app does."""
+    if "train" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("train", ROOT / "train.py")
+        assert spec is not None and spec.loader is not None
+        sys.modules["train"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["train"])
+    return sys.modules["train"]
 
 
 def build_step(overrides: Sequence[str], method: str, precision: str, data: ImageData, device: torch.device) -> TrainStep:
     """The app's training step for ``method``, initialised from the config's seed, on ``device``."""
     cfg = method_config(overrides, method, precision)
-    choices = build.choices_of(cfg)
-    parts = build.build_parts(cfg, choices)
+    torch.manual_seed(cfg.seed)
+    step = train_app().build_step(cfg, data, choices_of(cfg))
     if METHODS[method].sync:
-        parts = replace(parts, loss=SyncingLoss(parts.loss))
-    build.seed_everything(cfg.seed)
-    step = build.build_step(cfg, parts, data, choices)
+        for monitor in step.monitor.monitors:  # every layer's local loss read on the host, as the reference does
+            monitor.loss = SyncingLoss(monitor.loss)
     step.model.to(device)
     return step
 

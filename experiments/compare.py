@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sigprop.engine import loop  # noqa: E402
+from sigprop.engine import summary  # noqa: E402
 
 COLUMNS = ("run", "runs", "epochs", "final test acc", "± (std)", "test acc at best epoch", "best epoch", "final train acc",
            "train samples/s")
@@ -172,7 +172,7 @@ def summary_row(line: Line) -> dict[str, object]:
     finals = [f for f in finals if f is not None]
     # The epoch of the best validation accuracy (of the best test accuracy in runs without a validation split),
     # by the rule of the runs' summary.json.
-    best_rows = [row for row in (loop.best_row(run.rows) for run in line.runs) if row is not None and "test/acc" in row]
+    best_rows = [row for row in (summary.best_row(run.rows) for run in line.runs) if row is not None and "test/acc" in row]
     bests = [(int(row["epoch"]), row["test/acc"]) for row in best_rows]
     train = [run.rows[-1].get("train/acc") for run in line.runs if run.rows[-1].get("train/acc") is not None]
     speeds = [v for run in line.runs for v in run.series("train/samples_per_s").values() if not math.isnan(v)]

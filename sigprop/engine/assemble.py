@@ -6,7 +6,7 @@ layer in ``propagators.Identity``, then the model and its optimizers.
 
 Where a hidden layer learns: ``propagators.Loss`` (``sigprop/propagators/learn.py``) runs the layer
 on its detached input and on the signal, computes its local loss and, in training mode, steps the
-layer's own optimizer inside the forward pass (``LossUpdate.train_`` in ``sigprop/propagators/base.py``).
+layer's own optimizer inside the forward pass (``Learn.forward`` and ``Loss.train_``, same file).
 With ``step.mode=fused`` it adds the loss to a ``LocalLosses`` instead, and ``TrainStep.train_step``
 (``step.py``) applies all of them with one backward and one optimizer step.
 """
@@ -21,7 +21,6 @@ from torch import Tensor, nn
 
 from .. import models, monitors, propagators
 from ..loss import needs_per_class_signal
-from ..managers import accepted_kwargs
 from ..nets.network import Network
 from ..propagators.base import LocalLosses, LossFn
 from ..signals import Generator
@@ -105,17 +104,18 @@ def assemble(
     per_class = False
 
     def learning(name: str, module: nn.Module) -> dict[str, Any]:
-        """The arguments of a learning propagator: its monitored loss and its own optimizer (none in fused mode)."""
+        """The arguments every learning propagator takes: its monitored loss and its own optimizer (none in
+        fused mode: the step's one optimizer), the fused step's collection, and the signal's form."""
         metrics = monitors.loss.LabelMetrics(name, loss)
         monitor.add(metrics)
         params = [p for p in module.parameters() if p.requires_grad]
         layer_optimizer = optimizer(params) if deferred is None and params else None
         if layer_optimizer is not None:
             layer_optimizers.append(layer_optimizer)
-        args = dict(optimizer=layer_optimizer, loss=metrics, deferred=deferred, per_class_signal=per_class)
-        if fuse_ht is not None:
-            args["fuse_ht"] = fuse_ht
-        return args | ({"recompute_chunk": recompute_chunk} if mode == "lowmem" else {})
+        return dict(optimizer=layer_optimizer, loss=metrics, deferred=deferred, per_class_signal=per_class)
+
+    # What a hidden layer's propagator takes beyond those: how h and t run, and the low-memory step.
+    hidden_args = dict(fuse_ht=fuse_ht, recompute_chunk=recompute_chunk if mode == "lowmem" else None)
 
     # The signal: learned by its own local loss if it has trainable parameters.
     if end_to_end:
@@ -127,8 +127,7 @@ def assemble(
         if needs_per_class_signal(loss) and not per_class and hidden_cls.trained_by == "local":
             raise ValueError("this loss needs one signal row per class: add signal.per_class=true")
         if any(p.requires_grad for p in signal_module.parameters()):
-            signal_args = accepted_kwargs(propagators.signals.Loss, learning("signal", signal_module))
-            wrapped_signal = propagators.signals.Loss(signal_module, **signal_args)
+            wrapped_signal = propagators.signals.Loss(signal_module, **learning("signal", signal_module))
         else:
             wrapped_signal = propagators.signals.Fixed(signal_module)
 
@@ -141,8 +140,7 @@ def assemble(
             wrapped.append(hidden_cls(layer) if end_to_end else propagators.Fixed(layer))
         elif hidden_cls.trained_by == "local":
             learning_layers += 1
-            args = learning(f"layer{learning_layers:02d}", layer)
-            wrapped.append(propagator(layer, **accepted_kwargs(hidden_cls, args)))
+            wrapped.append(propagator(layer, **learning(f"layer{learning_layers:02d}", layer), **hidden_args))
         else:
             wrapped.append(propagator(layer))
     # The output layer keeps its graph: the output loss trains it with the global optimizer.

@@ -9,6 +9,7 @@ parallel jobs do not wait on each other's OpenMP threads.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -101,6 +102,11 @@ class DataParallel:
     def shard(self, batches: TensorLoader) -> Shards:
         """This rank's slices of ``batches``."""
         return Shards(batches, self)
+
+    def shard_loaders(self, loaders: Any) -> Any:
+        """``loaders`` (``parts.Loaders``) with every phase's batches split among the processes."""
+        val = self.shard(loaders.val) if loaders.val is not None else None
+        return dataclasses.replace(loaders, train=self.shard(loaders.train), test=self.shard(loaders.test), val=val)
 
     def attach(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
         """Average the gradients across ranks just before each optimizer steps."""

@@ -1,4 +1,5 @@
-"""A run's folder: claimed by one run before anything is written into it, and cleaned of half-written files.
+"""A run's folder and name: claimed by one run before anything is written into it, cleaned of half-written
+files, read for the run's record; and what the run is called (its name, group and sweep).
 
 Two runs started into one folder (``hydra.run.dir=X`` twice, or two sweeps with one
 ``hydra.sweep.dir``) would write each other's ``.hydra/`` config over the other's metrics. The
@@ -7,12 +8,23 @@ filesystem that honours ``O_EXCL``) owns the folder; the other stops before writ
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from ..tracking.jsonl import METRICS_FILE, SUMMARY_FILE
+from .checkpoint import CHECKPOINT_FILE
 from .config import ConfigError
+from .parallel import job_threads
 
 CLAIM_FILE = "run.claim"
 PART_SUFFIX = ".part"  # a file being written (checkpoint.pt.part, summary.json.part): renamed when complete
@@ -38,3 +50,75 @@ def remove_parts(folder: Path) -> list[Path]:
     for part in parts:
         part.unlink(missing_ok=True)
     return parts
+
+
+def check_new_run_dir(run_dir: Path, setting: str = "hydra.run.dir") -> None:
+    """A run never writes into a folder that holds another run's metrics or checkpoint."""
+    for name in (METRICS_FILE, CHECKPOINT_FILE):
+        if (run_dir / name).exists():
+            raise ConfigError(f"{run_dir} already holds a run ({name}): give the new run its own folder ({setting})")
+
+
+def job_record(run_dir: Path) -> tuple[str, str]:
+    """``(status, reason)`` of the run in ``run_dir`` as its ``summary.json`` records it (``failed`` without one)."""
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+        return str(summary.get("status", "failed")), str(summary.get("reason", ""))
+    except (OSError, ValueError):
+        return "failed", f"no readable {SUMMARY_FILE}"
+
+
+# ----------------------------------------------------------------------------- what a run is called
+
+
+@dataclass
+class RunInfo:
+    """Where a run writes and what trackers call it: its name, the group of runs that differ from it only
+    in their seed, and the sweep it belongs to."""
+
+    run_dir: Path
+    name: str | None = None
+    group: str | None = None
+    choices: dict[str, str] = field(default_factory=dict)
+    sweep: str | None = None
+    threads: int | None = None  # torch threads when ``threads`` is null: this job's share of a machine (parallel.py)
+
+
+def choices_of(cfg: DictConfig | None = None) -> dict[str, str]:
+    """The option chosen in every config group (``{"loss": "v15", ...}``), from Hydra's runtime record
+    (in ``cfg`` if it holds the ``hydra`` node, else of the running job)."""
+    if cfg is not None and "hydra" in cfg:
+        node = cfg.hydra.runtime.choices
+    elif HydraConfig.initialized():
+        node = HydraConfig.get().runtime.choices
+    else:
+        return {}
+    return {k: str(v) for k, v in node.items() if not k.startswith("hydra/") and v is not None}
+
+
+def method_of(choices: Mapping[str, str]) -> str:
+    """What trains the hidden layers, as tables and dashboards call it: ``sigprop`` (``propagator=loss``),
+    else the propagator's option (``backprop``, ``fixed``)."""
+    propagator = choices.get("propagator", "loss")
+    return "sigprop" if propagator == "loss" else propagator
+
+
+def seedless_name(overrides: list[str], exclude_keys: list[str]) -> str:
+    """A run's name (its overrides, sorted, without those in ``exclude_keys``, as Hydra's ``override_dirname``)
+    without its seed; ``default`` when nothing else is left."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    kept = sorted(str(o.input_line) for o in parsed if o.key_or_group not in {*exclude_keys, "seed"})
+    return ",".join(kept) or "default"
+
+
+def hydra_run_info() -> RunInfo:
+    """The running Hydra job's folder, name (its overrides), group (its overrides without the seed), group
+    choices, sweep id (multiruns only) and its share of the machine's threads (``parallel.job_threads``)."""
+    hc = HydraConfig.get()
+    sweep = None
+    if hc.mode == RunMode.MULTIRUN:
+        sweep_dir = Path(hc.sweep.dir)
+        sweep = f"{sweep_dir.parent.name}_{sweep_dir.name}"  # e.g. 2024-05-01_12-00-00 for multirun/2024-05-01/12-00-00
+    group = seedless_name(list(hc.overrides.task), list(hc.job.config.override_dirname.exclude_keys))
+    threads = job_threads(hc.launcher) if hc.mode == RunMode.MULTIRUN else None
+    return RunInfo(Path(hc.runtime.output_dir), hc.job.override_dirname or None, group, choices_of(), sweep, threads)

@@ -1,20 +1,34 @@
-"""The training step: one batch through an assembled model, and every update that follows from it.
+"""The training step: one batch through an assembled model, and every update that follows from it;
+and a phase, every batch of a loader through the step, with every layer's metrics.
 
 The settings of ``conf/config.yaml``'s ``step`` node live here and in ``assemble``: how the local
 losses are applied (``mode``), precision, channels-last and ``torch.compile``. The same step
 trains SigProp and the backpropagation baseline: with ``propagator=backprop`` there is no local
 loss, and the one backward of the output loss reaches every layer.
+
+Where a hidden layer learns: ``TrainStep.train_step`` calls the model (``models.Forward``), which
+runs the signal and every wrapped layer; a ``propagators.Loss`` layer runs on its detached input
+and on the signal (``Learn.forward``) and computes its local loss and update (``Loss.train_``),
+both in ``sigprop/propagators/learn.py``.
+
+Metrics are summed on the device during a phase and read once at its end (a read waits for the
+device), so a phase adds no synchronisation per step; the progress bar, when shown, reads its
+running values every ``refresh_every`` steps.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager
+import math
+import time
+from typing import Any, Callable, ContextManager, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from .. import propagators
+from ..monitors.monitor import Group, LossAccuracySums, Monitor
 from .assemble import Assembly
 
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
@@ -126,6 +140,48 @@ class TrainStep:
         """The current learning rate (every optimizer follows the same schedule)."""
         return float(self.optimizers[0].param_groups[0]["lr"])
 
+    def run_phase(
+        self,
+        batches: Batches,
+        phase: str,
+        progress: bool = False,
+        refresh_every: int = 20,
+        desc: str = "",
+        combine: Callable[[list[LossAccuracySums]], None] | None = None,
+    ) -> Metrics:
+        """One pass over ``batches``: training steps for ``phase="train"``, evaluation otherwise.
+
+        Returns ``<phase>/loss``, ``<phase>/acc`` (output layer), ``<phase>/<layer>/loss|acc`` for every
+        monitored layer (the signal included) and ``<phase>/samples_per_s``. ``combine``: called with every sum of
+        the phase before they are read (a data-parallel run adds up its processes' sums there).
+        """
+        training = phase == "train"
+        self.train(training)
+        self.monitor.reset()
+        update = self.train_step if training else self.eval_step
+        meter = OutputMeter()
+        num_batches = len(batches)
+        bar = tqdm(total=num_batches, desc=desc or phase, unit="batch", leave=False, disable=not progress, dynamic_ncols=True)
+        start = time.perf_counter()
+        for i, (x, y) in enumerate(batches, 1):
+            loss, logits = update(x, y)
+            meter.add_batch(loss, logits, y)
+            if progress and (i % refresh_every == 0 or i == num_batches):
+                running = meter.values()  # the only reads of the device during a phase, and only with a bar
+                bar.set_postfix(loss=f"{running['loss']:.4f}", acc=f"{running['acc']:.4f}", refresh=False)
+            bar.update(1)
+        if combine is not None:
+            combine([meter, *sums_of(self.monitor)])
+        output = meter.values()  # waits for the device, so the time below covers all the phase's work
+        elapsed = time.perf_counter() - start
+        bar.close()
+        metrics: Metrics = {f"{phase}/loss": output["loss"], f"{phase}/acc": output["acc"]}
+        for name, values in self.monitor.values().items():  # signal, layer01, ...: each local loss and accuracy
+            for key, value in values.items():
+                metrics[f"{phase}/{name}/{key}"] = value
+        metrics[f"{phase}/samples_per_s"] = meter.count / elapsed if elapsed > 0 else math.nan
+        return metrics
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
@@ -144,3 +200,33 @@ class TrainStep:
             o.load_state_dict(s)
         for sch, s in zip(self.schedulers, state["schedulers"], strict=True):
             sch.load_state_dict(s)
+
+
+# ----------------------------------------------------------------------------- a phase
+
+
+Metrics = dict[str, float]
+
+
+class Batches(Protocol):
+    """What the loop iterates: ``(x, y)`` batches with a known count (e.g. ``sigprop.data.loader.TensorLoader``)."""
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+    def __len__(self) -> int: ...
+
+
+class OutputMeter(LossAccuracySums):
+    """The output layer's summed loss and correct predictions over one phase, kept on the device."""
+
+    def add_batch(self, loss: Tensor, logits: Tensor, y: Tensor) -> None:
+        self.add(loss, (logits.argmax(1) == y).sum(), y.shape[0])
+
+
+def sums_of(monitor: Monitor) -> list[LossAccuracySums]:
+    """Every ``LossAccuracySums`` in ``monitor`` (a layer's metrics, or a group of them)."""
+    if isinstance(monitor, LossAccuracySums):
+        return [monitor]
+    if isinstance(monitor, Group):
+        return [s for m in monitor.monitors for s in sums_of(m)]
+    return []

@@ -1,4 +1,7 @@
-"""Every job of a multirun, listed before the first one starts (so all of them can be checked first).
+"""The checks and records around Hydra's runs and sweeps: ``ConfigCheck`` (a Hydra callback) checks every job
+before anything is written, claims the run's folder, and lists the jobs of a sweep that did not finish.
+
+``sweep_jobs`` lists every job of a multirun before the first one starts (so all of them can be checked first).
 
 Hydra's basic sweeper runs the cartesian product of the sweep's overrides (``loss=v9,v15 seed=0,1``:
 four jobs). It offers no public call that lists them, so ``sweep_jobs`` repeats its rule with Hydra's
@@ -9,9 +12,24 @@ their jobs as they go: for them nothing is listed and each job is checked when i
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig
+from hydra.core.utils import JobStatus
+from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ..tracking.jsonl import METRICS_FILE
+from . import rundir
+from .checks import check_config
+from .config import ConfigError, one_line
+from .parallel import torchrun_world
 
 # The class name Hydra's sweeper config gives its basic sweeper (hydra/sweeper/basic).
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -33,3 +51,86 @@ def sweep_jobs(config: DictConfig, parser: OverridesParser) -> list[list[str]]:
         else:
             choices[key] = [f"{key}={override.get_value_element_as_str()}"]
     return [list(job) for job in itertools.product(*choices.values())]
+
+
+def started_jobs(sweep_dir: Path, output_subdir: str = ".hydra") -> list[tuple[int, list[str], Path]]:
+    """``(job number, overrides, run folder)`` of every job of the sweep in ``sweep_dir`` that started (Hydra
+    wrote its ``<output_subdir>/hydra.yaml``), by job number."""
+    jobs = []
+    for path in sweep_dir.glob(f"**/{output_subdir}/hydra.yaml"):
+        node = OmegaConf.load(path).hydra
+        jobs.append((int(node.job.num), list(node.overrides.task), path.parents[len(Path(output_subdir).parts)]))
+    return sorted(jobs, key=lambda job: job[0])
+
+
+class ConfigCheck(Callback):
+    """Hydra callback: ``checks.check_config`` before a run's folder is created, and for every job of a sweep
+    before the first job starts (so a bad value in a sweep stops it before any training); then the run's
+    folder (a sweep's folder) is claimed (``rundir.claim``) before Hydra writes anything there. After a
+    sweep, the jobs whose record does not say ``finished`` are listed in one line, exit status 1.
+
+    Hydra turns exceptions raised by callbacks into warnings and carries on, so a failed check
+    exits here with the one-line message (``SystemExit``, status 1).
+    """
+
+    def __init__(self) -> None:
+        self.jobs = 0
+        self.failed: list[str] = []
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = Path(config.hydra.run.dir)
+        try:
+            check_config(config)
+            world = torchrun_world()
+            if world is not None and world[0] != 0:
+                return  # a torchrun run: rank 0 claims the folder all ranks share
+            # Before Hydra writes its .hydra/ files there: an earlier run's folder stays untouched.
+            rundir.check_new_run_dir(run_dir)
+            rundir.claim(run_dir)
+        except (ConfigError, HydraException, OmegaConfBaseException) as err:
+            raise SystemExit(f"error: {one_line(err)}") from None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        earlier = next(sweep_dir.glob(f"*/{METRICS_FILE}"), None) if sweep_dir.is_dir() else None
+        if earlier is not None:
+            raise SystemExit(
+                f"error: {sweep_dir} already holds a sweep ({earlier}): give the new sweep its own folder (hydra.sweep.dir)"
+            )
+        loader = GlobalHydra.instance().config_loader()
+        try:
+            jobs = sweep_jobs(config, OverridesParser.create(config_loader=loader))
+        except (ValueError, HydraException) as err:
+            raise SystemExit(f"error: {one_line(err)}") from None
+        for overrides in jobs:
+            try:
+                check_config(loader.load_sweep_config(config, overrides))
+            except (ConfigError, HydraException, OmegaConfBaseException) as err:
+                raise SystemExit(f"error: {one_line(err)} (in the sweep's job {' '.join(overrides)})") from None
+        try:
+            rundir.claim(sweep_dir, "hydra.sweep.dir")
+        except ConfigError as err:
+            raise SystemExit(f"error: {err}") from None
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        self.jobs += 1
+        status, reason = rundir.job_record(Path(config.hydra.runtime.output_dir))
+        if job_return.status == JobStatus.FAILED:  # an error Hydra caught: the job's record could not say so
+            status, reason = "failed", one_line(job_return._return_value)
+        self._record(config.hydra.job.num, job_return.overrides or [], status, reason)
+
+    def _record(self, num: int, overrides: Sequence[str], status: str, reason: str) -> None:
+        if status != "finished":
+            self.failed.append(f"job {num} ({' '.join(overrides)}) {status}" + (f": {reason}" if reason else ""))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.jobs == 0 and config.hydra.output_subdir is not None:
+            # The launcher ran the jobs in other processes (joblib, submitit), where on_job_end counted them:
+            # read each started job's record from its folder instead.
+            for num, overrides, run_dir in started_jobs(Path(config.hydra.sweep.dir), config.hydra.output_subdir):
+                self.jobs += 1
+                self._record(num, overrides, *rundir.job_record(run_dir))
+        if self.failed:
+            raise SystemExit(f"error: {len(self.failed)} of {self.jobs} jobs did not finish: {'; '.join(self.failed)}")

@@ -1,6 +1,6 @@
 """Propagators: wrap each layer so it trains from its input and the signal as soon as it sees them."""
 from . import functional, signals
-from .base import LocalLearner, LocalLosses, LossUpdate, Propagator, global_parameters, local_parameters
+from .base import LocalLosses, Propagator, global_parameters, local_parameters
 from .learn import FUSABLE_TYPES, Learn, Loss, fusable, recomputable, uses_batch_statistics, writes_input
 from .other import Fixed, Forward, Identity
 
@@ -10,10 +10,8 @@ __all__ = [
     "Forward",
     "Identity",
     "Learn",
-    "LocalLearner",
     "LocalLosses",
     "Loss",
-    "LossUpdate",
     "Propagator",
     "functional",
     "fusable",

@@ -1,4 +1,4 @@
-"""The propagator base class, the shared local-update logic, and who trains which parameters."""
+"""The propagator base class, the collection of local losses for a fused step, and who trains which parameters."""
 from __future__ import annotations
 
 import functools
@@ -7,7 +7,6 @@ from typing import Any, Callable, ClassVar, Iterator
 import torch
 from torch import Tensor, nn
 
-from ..utils import without_autocast
 
 LossFn = Callable[..., Tensor]
 
@@ -64,80 +63,26 @@ class LocalLosses:
         return len(self.losses)
 
 
-class LossUpdate:
-    """``train_``/``eval_`` from a loss function and the layer's own optimizer.
+def check_loss(loss: LossFn) -> LossFn:
+    """``loss``, refused unless it can be called as ``loss(sp_learn, h1, t1, h0, t0, context)``."""
+    if not callable(loss):
+        raise TypeError(f"loss must be callable as loss(sp_learn, h1, t1, h0, t0, context), got {loss!r}")
+    return loss
 
-    Shared by the hidden-layer and the signal propagators, which differ only in how
-    they route ``(h, t, context)``.
+
+def refuse_learning_without_grad(propagator: nn.Module) -> None:
+    """Refuse a training-mode pass with labels where no gradient can be computed.
+
+    Under ``torch.no_grad()`` (or ``inference_mode``) a training-mode forward with labels could not
+    update the layer; rather than skip the update silently, this raises (the reference package fails
+    there too, at its ``backward``).
     """
-
-    optimizer: torch.optim.Optimizer | None
-    loss: LossFn
-    deferred: LocalLosses | None
-
-    def _set_update(self, optimizer: torch.optim.Optimizer | None, loss: LossFn, deferred: LocalLosses | None) -> None:
-        if not callable(loss):
-            raise TypeError(f"loss must be callable as loss(sp_learn, h1, t1, h0, t0, context), got {loss!r}")
-        self.optimizer = optimizer
-        self.loss = loss
-        self.deferred = deferred
-
-    def train_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Tensor:
-        """Compute the local loss and update the layer (now, or later through ``deferred``)."""
-        loss = self.loss(self, h1, t1, h0, t0, context)
-        if not loss.requires_grad:
-            # Every parameter the loss reaches is frozen (e.g. a fixed signal): nothing to update.
-            return loss.detach()
-        if self.deferred is not None:
-            self.deferred.add(loss)
-        elif self.optimizer is not None:
-            # The update runs inside the caller's forward; keep a bf16 autocast region off the
-            # backward and the step (autocast is meant for forward passes only).
-            with without_autocast(loss.device.type):
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-        return loss.detach()
-
-    def eval_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Tensor:
-        """Compute the local loss only (evaluation mode: no update)."""
-        return self.loss(self, h1, t1, h0, t0, context).detach()
-
-
-class LocalLearner(Propagator):
-    """A propagator whose layer learns from a local loss (``train_`` in training mode, ``eval_`` otherwise)."""
-
-    trained_by: ClassVar[str] = "local"
-    # Whether the signal reaching this layer has one row per class (``True``) or one per sample
-    # (``False``, the reference package's form). The losses and monitors read it from here; they
-    # never guess it from the batch sizes of ``h`` and ``t``.
-    per_class_signal: bool = False
-
-    def train_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Any:
-        raise NotImplementedError
-
-    def eval_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Any:
-        raise NotImplementedError
-
-    def check_can_learn(self) -> None:
-        """Refuse a training-mode pass with a signal where no gradient can be computed.
-
-        Under ``torch.no_grad()`` (or ``inference_mode``) a training-mode forward with labels could
-        not update the layer; rather than skip the update silently, this raises (the reference
-        package fails there too, at its ``backward``).
-        """
-        if self.training and not torch.is_grad_enabled():
-            raise RuntimeError(
-                f"{type(self).__name__} is in training mode and got labels under torch.no_grad(): it cannot "
-                "learn there. Call model.eval() to measure the local losses without updates, or run the "
-                "training step with gradients enabled"
-            )
-
-    def learn(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Any:
-        """``train_`` in training mode, ``eval_`` in evaluation mode."""
-        if self.training:
-            return self.train_(h1, t1, h0, t0, context)
-        return self.eval_(h1, t1, h0, t0, context)
+    if propagator.training and not torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{type(propagator).__name__} is in training mode and got labels under torch.no_grad(): it cannot "
+            "learn there. Call model.eval() to measure the local losses without updates, or run the "
+            "training step with gradients enabled"
+        )
 
 
 def _parameters_trained_by(role: str, modules: tuple[nn.Module | None, ...]) -> Iterator[nn.Parameter]:

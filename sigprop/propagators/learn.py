@@ -1,13 +1,13 @@
 """Propagators that train their hidden layer from a local loss."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..utils import without_autocast
-from .base import LocalLearner, LocalLosses, LossFn, LossUpdate
+from .base import LocalLosses, LossFn, Propagator, check_loss, refuse_learning_without_grad
 
 State = tuple[Tensor, "Tensor | None", "Tensor | None"]
 
@@ -143,11 +143,13 @@ def run_ht(
     return module(h0), module(t0)
 
 
-class Learn(LocalLearner):
-    """Base of the hidden-layer propagators that learn; subclasses define ``train_`` and ``eval_``.
+class Learn(Propagator):
+    """Base of the hidden-layer propagators that learn; subclasses say how (``train_`` and ``eval_``).
 
-    Forward: ``h1 = module(h0.detach())``; with a signal ``t0``, also ``t1 = module(t0.detach())``
-    and the local learning step; returns ``(h1.detach(), t1.detach(), context)``.
+    ``forward`` is the step every learning layer takes: detach the input (nothing flows back to
+    the layer below), run ``h`` and the signal ``t`` through the layer, learn from them
+    (``train_``: the local loss and the update, in training mode) or measure (``eval_``), and
+    hand the detached outputs to the next layer.
 
     Args:
         module: the layer.
@@ -155,6 +157,12 @@ class Learn(LocalLearner):
             ``None`` (default): where that is exact (``fusable(module)``); ``True``: always (faster
             with dropout, whose masks then differ from separate calls'); ``False``: never.
     """
+
+    trained_by: ClassVar[str] = "local"
+    # Whether the signal reaching this layer has one row per class (``True``) or one per sample
+    # (``False``, the reference package's form). The losses and monitors read it from here; they
+    # never guess it from the batch sizes of ``h`` and ``t``.
+    per_class_signal: bool = False
 
     def __init__(self, module: nn.Module, fuse_ht: bool | None = None) -> None:
         super().__init__(module)
@@ -168,19 +176,30 @@ class Learn(LocalLearner):
     def forward(self, input: State) -> State:
         h0, t0, context = input
         h0 = h0.detach()
-        if t0 is None:
+        if t0 is None:  # inference: no signal, nothing to learn
             return self.module(h0).detach(), None, context
-        self.check_can_learn()
+        refuse_learning_without_grad(self)
         t0 = t0.detach()
-        if context is not None:
-            context = context.detach()
-        h1, t1 = self.run_ht(h0, t0)
-        self.learn(h1, t1, h0, t0, context)
+        context = context.detach() if context is not None else None
+        h1, t1 = self.run_ht(h0, t0)  # the layer on the input and on the signal
+        if self.training:
+            self.train_(h1, t1, h0, t0, context)  # the local loss and this layer's update
+        else:
+            self.eval_(h1, t1, h0, t0, context)  # the local loss only (a monitor records it)
         return h1.detach(), t1.detach(), context
 
+    def train_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Any:
+        raise NotImplementedError
 
-class Loss(LossUpdate, Learn):
+    def eval_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Any:
+        raise NotImplementedError
+
+
+class Loss(Learn):
     """Trains its layer from ``loss(self, h1, t1, h0, t0, context)`` with the layer's own optimizer.
+
+    ``forward`` (``Learn.forward``) runs the layer on ``h`` and ``t``; ``train_`` computes the local
+    loss and updates the layer; ``forward_recomputing`` is the low-memory version of the same step.
 
     Args:
         module: the layer.
@@ -189,11 +208,7 @@ class Loss(LossUpdate, Learn):
         deferred: collect the loss here instead of stepping now, for one fused backward and step.
         fuse_ht: see ``Learn``.
         recompute_chunk: low-memory update (with an optimizer, without ``deferred``, for
-            ``recomputable`` layers): the layer runs without a graph, the loss gives the gradients
-            at ``h1`` and ``t1``, and the layer is run again with a graph ``recompute_chunk`` samples
-            at a time to turn them into parameter gradients. Only slices of the layer's graph are
-            ever alive, for one extra forward pass. The loss must reach the parameters only
-            through ``h1`` and ``t1`` (true of every loss in ``sigprop.loss``). ``None``: off.
+            ``recomputable`` layers): see ``forward_recomputing``. ``None``: off.
         per_class_signal: the signal reaching this layer has one row per class (``True``, see
             ``sigprop.loss.similarity``) or one per sample (``False``: the reference package's form).
     """
@@ -209,33 +224,64 @@ class Loss(LossUpdate, Learn):
         per_class_signal: bool = False,
     ) -> None:
         super().__init__(module, fuse_ht)
-        self._set_update(optimizer, loss, deferred)
+        self.optimizer = optimizer
+        self.loss = check_loss(loss)
+        self.deferred = deferred
         self.recompute_chunk = recompute_chunk
         self.per_class_signal = bool(per_class_signal)
 
+    def train_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Tensor:
+        """The local loss, then the update: handed to the training step's one backward (``deferred``,
+        the fused step) or applied now by this layer's own optimizer. Returns the loss, detached."""
+        loss = self.loss(self, h1, t1, h0, t0, context)
+        if not loss.requires_grad:  # every parameter the loss reaches is frozen (e.g. a fixed signal)
+            return loss.detach()
+        if self.deferred is not None:
+            self.deferred.add(loss)
+        elif self.optimizer is not None:
+            # The update runs inside the caller's forward; keep a bf16 autocast region off the
+            # backward and the step (autocast is meant for forward passes only).
+            with without_autocast(loss.device.type):
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+        return loss.detach()
+
+    def eval_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Tensor:
+        """The local loss only (evaluation mode: no update), detached."""
+        return self.loss(self, h1, t1, h0, t0, context).detach()
+
     def forward(self, input: State) -> State:
         h0, t0, context = input
-        if not (
-            self.training
-            and self.recompute_chunk
-            and t0 is not None
-            and self.optimizer is not None
-            and self.deferred is None
-            and recomputable(self.module)
+        if (
+            self.training and self.recompute_chunk and t0 is not None and self.optimizer is not None
+            and self.deferred is None and recomputable(self.module)
         ):
-            return super().forward(input)
-        self.check_can_learn()
+            return self.forward_recomputing(input)
+        return super().forward(input)
+
+    def forward_recomputing(self, input: State) -> State:
+        """The low-memory training step (``recompute_chunk``), the same update as ``forward``'s.
+
+        The layer runs on ``h`` and ``t`` without a graph, the loss gives the gradients at ``h1`` and
+        ``t1``, and the layer is run again with a graph ``recompute_chunk`` samples at a time to turn
+        them into parameter gradients: only slices of the layer's graph are ever alive, for one extra
+        forward pass. The loss must reach the parameters only through ``h1`` and ``t1`` (true of every
+        loss in ``sigprop.loss``).
+        """
+        h0, t0, context = input
+        refuse_learning_without_grad(self)
         h0, t0 = h0.detach(), t0.detach()
-        if context is not None:
-            context = context.detach()
+        context = context.detach() if context is not None else None
         with torch.no_grad():
             h1, t1 = self.run_ht(h0, t0)
         h1, t1 = h1.detach().requires_grad_(), t1.detach().requires_grad_()
         loss = self.loss(self, h1, t1, h0, t0, context)
         grads = torch.autograd.grad(loss, (h1, t1), allow_unused=True)
         del loss
+        assert self.optimizer is not None
         self.optimizer.zero_grad(set_to_none=True)
-        chunk = int(self.recompute_chunk)
+        chunk = int(self.recompute_chunk or 1)
         for x0, grad in zip((h0, t0), grads):
             if grad is None:
                 continue

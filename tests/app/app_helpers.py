@@ -17,6 +17,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import sigprop.engine.config  # noqa: F401  registers train_schema, the first entry of conf/config.yaml
+from sigprop.data.datasets import ImageData
+from sigprop.engine import parts
+from sigprop.engine.rundir import choices_of
+from sigprop.engine.step import TrainStep
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"
@@ -75,6 +79,27 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
 def without_timing(rows: list[dict[str, float]]) -> list[dict[str, float]]:
     """Metrics rows without the keys that measure speed (they differ between identical runs)."""
     return [{k: v for k, v in row.items() if not k.endswith("samples_per_s")} for row in rows]
+
+
+def load_train() -> ModuleType:
+    """train.py as a module (its ``build_step`` and ``build``), loaded once."""
+    if "train" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("train", TRAIN)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["train"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["train"]
+
+
+def load_dataset(cfg: DictConfig) -> ImageData:
+    """The dataset ``cfg`` configures, loaded."""
+    return parts.load_data(parts.build_group(cfg, "dataset", choices_of(cfg)))
+
+
+def build_step(cfg: DictConfig, data: ImageData) -> TrainStep:
+    """The training step ``cfg`` describes for ``data``, built as train.py builds it."""
+    return load_train().build_step(cfg, data, choices_of(cfg))
 
 
 def load_script(name: str) -> ModuleType:

@@ -1,4 +1,4 @@
-"""Every option of every config group composes, is built by ``sigprop.engine.build`` into the sigprop
+"""Every option of every config group composes, is built as train.py builds it into the sigprop
 objects it names and trains one batch of real images; the presets hold the settings they promise."""
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from app_helpers import compose_config, options
+from app_helpers import build_step, compose_config, load_dataset, options
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from sigprop import propagators, signals
 from sigprop.data.datasets import Dataset, ImageData
 from sigprop.data.loader import TensorLoader
-from sigprop.engine import TrainStep, build
+from sigprop.engine import TrainStep, checks, parts
+from sigprop.engine.rundir import choices_of
 from sigprop.engine.config import ConfigError, check_settings, one_line
 
 # Networks small enough for one CPU step each; the option under test is otherwise unchanged.
@@ -39,16 +40,15 @@ def case_overrides(group: str, option: str) -> list[str]:
 def embedded() -> ImageData:
     """300 real training images of the embedded MNIST subset (loaded once for every case)."""
     cfg = compose_config(["dataset.train_subset=300", "dataset.test_subset=100"])
-    return build.load_data(build.build_parts(cfg, build.choices_of(cfg)).dataset)
+    return load_dataset(cfg)
 
 
 def train_one_batch(cfg: DictConfig, data: ImageData) -> tuple[TrainStep, dict[str, bool]]:
     """Build the training step ``cfg`` describes for ``data``, check it, take one training step; returns the
     step and, per parameter name, whether the step changed it."""
-    choices = build.choices_of(cfg)
-    parts = build.build_parts(cfg, choices)
-    step = build.build_step(cfg, parts, data, choices)
-    build.check_forward(step, data, torch.device("cpu"), choices)
+    choices = choices_of(cfg)
+    step = build_step(cfg, data)
+    checks.check_forward(step, data, torch.device("cpu"), choices)
     x, y = next(iter(TensorLoader(data.train_images[:64], data.train_labels[:64], 64, data.mean, data.std)))
     before = {n: p.detach().clone() for n, p in step.model.named_parameters()}
     step.train()
@@ -65,8 +65,8 @@ CASES = [(group, option) for group in COVERED for option in options(group)]
 @pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_option_builds_and_trains_one_batch(group: str, option: str, embedded: ImageData) -> None:
     cfg = compose_config(case_overrides(group, option))
-    assert build.choices_of(cfg)[group] == option
-    build.check_config(cfg)
+    assert choices_of(cfg)[group] == option
+    checks.check_config(cfg)
     _, changed = train_one_batch(cfg, embedded)
     assert any(changed.values()), f"{group}={option}: one training step changed no parameter"
 
@@ -89,11 +89,11 @@ def test_dataset_option_builds(dataset: str, tmp_path: Path, request: pytest.Fix
     data_dir = request.getfixturevalue("mnist_data_dir") if dataset == "mnist" else tmp_path
     subsets = ["dataset.train_subset=200", "dataset.test_subset=100"]
     cfg = compose_config([f"dataset={dataset}", f"data_dir={data_dir}", *subsets, *SMALL_MLP])
-    parts = build.build_parts(cfg, build.choices_of(cfg))
-    assert isinstance(parts.dataset, Dataset)
+    built = parts.build_group(cfg, "dataset", choices_of(cfg))
+    assert isinstance(built, Dataset)
     if dataset not in OFFLINE_DATASETS:
         return
-    data = build.load_data(parts.dataset)
+    data = parts.load_data(built)
     assert len(data.train_labels) == 200 and data.input_shape == (1, 28, 28)
     train_one_batch(cfg, data)
 
@@ -102,9 +102,7 @@ def test_groups_build_the_sigprop_objects_they_name(embedded: ImageData) -> None
     """conf/propagator builds the propagators class that wraps every hidden layer; conf/signal the generator
     with its formatter; a per-class signal is passed to every learning propagator, recompute_chunk only in lowmem."""
     def wrapped(overrides: list[str]) -> TrainStep:
-        cfg = compose_config([*overrides, *SMALL_MLP, "model=mlp", "model.num_layers=3"])
-        choices = build.choices_of(cfg)
-        return build.build_step(cfg, build.build_parts(cfg, choices), embedded, choices)
+        return build_step(compose_config([*overrides, *SMALL_MLP, "model=mlp", "model.num_layers=3"]), embedded)
 
     expected = {"loss": propagators.Loss, "fixed": propagators.Fixed, "backprop": propagators.Identity}
     for option, cls in expected.items():
@@ -115,14 +113,14 @@ def test_groups_build_the_sigprop_objects_they_name(embedded: ImageData) -> None
     assert isinstance(default.model.signal, propagators.signals.Loss)
     formatter, generator = default.model.signal.module
     assert isinstance(formatter, signals.LabelNumberToOnehot) and isinstance(generator, signals.ProjectionContextInput)
-    learning = [m for m in default.model.modules() if isinstance(m, propagators.LocalLearner)]
+    learning = [m for m in default.model.modules() if getattr(m, "trained_by", None) == "local"]
     assert len(learning) == 3 and all(m.per_class_signal is False for m in learning)  # the signal and 2 hidden layers
     assert all(m.recompute_chunk is None for m in learning if isinstance(m, propagators.Loss))
 
     per_class = wrapped(["signal=context", "signal.per_class=true", "step.mode=lowmem", "step.recompute_chunk=4"])
     assert isinstance(per_class.model.signal.module[1], signals.ProjectionContext)
     assert isinstance(per_class.model.signal.module[0][1], signals.DistinctBatchLabelsOnehot)
-    learning = [m for m in per_class.model.modules() if isinstance(m, propagators.LocalLearner)]
+    learning = [m for m in per_class.model.modules() if getattr(m, "trained_by", None) == "local"]
     assert len(learning) == 4 and all(m.per_class_signal is True for m in learning)
     assert [m.recompute_chunk for m in learning if isinstance(m, propagators.Loss)] == [4, 4, 4]
 
@@ -154,7 +152,7 @@ def test_fixed_propagator_leaves_hidden_layers_alone(embedded: ImageData) -> Non
 
 def test_cifar10_reference_preset_is_the_reference_run() -> None:
     cfg = compose_config(["experiment=cifar10_reference"])
-    choices = build.choices_of(cfg)
+    choices = choices_of(cfg)
     assert {k: choices[k] for k in ("dataset", "model", "signal", "loss", "optimizer", "scheduler")} == {
         "dataset": "cifar10", "model": "vgg8", "signal": "projection",
         "loss": "v15", "optimizer": "adam", "scheduler": "multistep",
@@ -163,7 +161,7 @@ def test_cifar10_reference_preset_is_the_reference_run() -> None:
     assert (cfg.model.norm, cfg.model.nonlin, cfg.model.dropout) == ("instance", "leakyrelu", 0.2)
     assert (list(cfg.scheduler.milestones), cfg.scheduler.gamma) == ([200, 300, 350, 375], 0.25)
     # Offline the same run reads the JPEG copy; the command line wins over the preset's dataset.
-    assert build.choices_of(compose_config(["experiment=cifar10_reference", "dataset=cifar10_jpeg"]))["dataset"] == "cifar10_jpeg"
+    assert choices_of(compose_config(["experiment=cifar10_reference", "dataset=cifar10_jpeg"]))["dataset"] == "cifar10_jpeg"
 
 
 def test_top_level_settings_are_typed_and_checked() -> None:

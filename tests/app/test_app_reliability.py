@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from app_helpers import TINY, TRAIN, compose_config, read_metrics, train, train_ok
+from app_helpers import TINY, TRAIN, build_step, compose_config, load_dataset, read_metrics, train, train_ok
 
-from sigprop.engine import build
+from sigprop.engine import checks
 from sigprop.engine.config import ConfigError
 from sigprop.engine.interrupt import Interrupted, StopSignals
 
@@ -221,14 +221,14 @@ def test_one_sample_batches_train_and_evaluate(tmp_path: Path) -> None:
 def test_settings_are_checked_before_anything_runs(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         cfg = compose_config([override])
-        build.check_config(cfg)
-        build.build_step(cfg, build.build_parts(cfg, build.choices_of(cfg)), _embedded_sample(), build.choices_of(cfg))
+        checks.check_config(cfg)
+        build_step(cfg, _embedded_sample())
     assert str(err.value).startswith(message), str(err.value)
 
 
 def _embedded_sample():  # noqa: ANN202 - an ImageData of 20 real images
     cfg = compose_config(["dataset.train_subset=20", "dataset.test_subset=20"])
-    return build.load_data(build.build_parts(cfg, build.choices_of(cfg)).dataset)
+    return load_dataset(cfg)
 
 
 def test_checkpoint_errors_say_what_is_wrong_with_the_file(tmp_path: Path) -> None:
@@ -250,7 +250,7 @@ def test_checkpoint_errors_say_what_is_wrong_with_the_file(tmp_path: Path) -> No
     for name, (data, message) in files.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(ConfigError) as err:
-            build.load_checkpoint(str(tmp_path / name))
+            checks.load_checkpoint(str(tmp_path / name))
         text = str(err.value)
         assert text.startswith(f"resume={tmp_path / name}: {tmp_path / name} ") and message in text, text
         assert "weights_only=False" not in text.replace(" ", "") and "does not fit" not in text and "\n" not in text

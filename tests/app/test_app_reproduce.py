@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from app_helpers import compose_config, load_script, read_metrics
+from app_helpers import compose_config, load_dataset, load_script, read_metrics
 from test_app_configs import train_one_batch
 from torchvision.transforms.v2.functional import resize
 
 from sigprop.data.datasets import CIFAR100, STL10, SVHN, ImageData
-from sigprop.engine import build
+from sigprop.engine import checks, rundir
+from sigprop.engine.rundir import choices_of
 
 
 reproduce = load_script("reproduce")
@@ -37,20 +37,22 @@ def test_every_table_has_every_method_and_one_command_per_row() -> None:
 @pytest.mark.parametrize("row", ROWS, ids=[f"{r.table}/{r.name}" for r in ROWS])
 def test_row_composes_into_its_recipe(row: object) -> None:
     """Every row's command composes and names its dataset, network and method; the repro presets hold out a
-    validation split, the reference recipe trains on all of CIFAR-10."""
+    validation split, the reference recipe trains on all of CIFAR-10; the CPU rows use the per-class signal
+    where it is exact (no batch statistics, no dropout)."""
     cfg = compose_config(list(row.overrides))
-    choices = build.choices_of(cfg)
-    build.check_config(cfg, choices)
+    choices = choices_of(cfg)
+    checks.check_config(cfg, choices)
     assert choices["dataset"] == ("cifar10_jpeg" if row.dataset == "cifar10" else row.dataset)
     assert cfg.model._target_.endswith({"mlp": "mlp", "cnn": "cnn"}.get(row.network, "vgg"))
-    assert build.method_of(choices) == row.method
+    assert rundir.method_of(choices) == row.method
     if row.method == "sigprop":
         assert choices["loss"] == row.loss
-    if row.dataset == "cifar10":
+    cpu_row = row.dataset in ("mnist", "fashion_mnist") or row.note == "cpu"
+    if row.dataset == "cifar10" and not cpu_row:
         assert cfg.dataset.val_size is None and cfg.epochs in (400, 50)
     else:
         assert cfg.dataset.val_size >= 500
-    if row.dataset in ("mnist", "fashion_mnist"):  # the CPU rows: the per-class signal where it is exact
+    if cpu_row:
         assert cfg.signal.per_class == (cfg.model.norm != "batch" and cfg.model.dropout == 0)
 
 
@@ -66,7 +68,7 @@ def test_gpu_presets_build_and_train_a_batch_with_their_shapes(preset: str, data
     """CIFAR-100, SVHN and STL-10 are not on the test machine: their presets' networks are built for their
     image size and class count and take a training step on real CIFAR-10 images of that size (narrow
     widths, so that a CPU step is quick)."""
-    cifar = build.load_data(build.build_parts(compose_config(["dataset=cifar10_jpeg", f"data_dir={cifar_tree}"]), {}).dataset)
+    cifar = load_dataset(compose_config(["dataset=cifar10_jpeg", f"data_dir={cifar_tree}"]))
     for method in ("propagator=loss", "propagator=backprop"):
         cfg = compose_config([f"experiment={preset}", method, "model.feat_mult=0.0625", "model.num_hidden=32"])
         step, changed = train_one_batch(cfg, shaped_like(cifar, dataset, size))
@@ -75,14 +77,16 @@ def test_gpu_presets_build_and_train_a_batch_with_their_shapes(preset: str, data
 
 
 def test_cifar10_rows_train_a_batch_on_the_jpeg_copy(cifar_tree: Path) -> None:
-    """The CIFAR-10 rows (the reference recipe, and the 10-minute GPU run in bf16 with channels-last and h and t
-    in one call; torch.compile left out on the CPU) build and step on real CIFAR-10 images."""
+    """The CIFAR-10 rows (the reference recipe, the 10-minute GPU run in bf16 with channels-last and h and t
+    in one call, torch.compile left out on the CPU; the CPU rows) build and step on real CIFAR-10 images (a
+    validation split that fits the test's 200 images)."""
     for row in reproduce.TABLES["cifar10"]:
         if row.method == "fixed":
             continue
         overrides = [o for o in row.overrides if o != "step.compile=true"]
-        cfg = compose_config([*overrides, f"data_dir={cifar_tree}", "model.feat_mult=0.0625", "model.num_hidden=32"])
-        data = build.load_data(build.build_parts(cfg, build.choices_of(cfg)).dataset)
+        small = [f"data_dir={cifar_tree}", "model.feat_mult=0.0625", "model.num_hidden=32", "dataset.val_size=null"]
+        cfg = compose_config([*overrides, *small])
+        data = load_dataset(cfg)
         _, changed = train_one_batch(cfg, data)
         assert any(changed.values()), row.name
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from app_helpers import TINY, load_compare, read_metrics, train, train_ok, wandb_records, without_timing
 
-from sigprop.engine import loop
+from sigprop.engine.summary import summarize
 
 RUN_FILES = ("metrics.jsonl", "checkpoint.pt", "summary.json", "wandb")
 
@@ -150,10 +150,10 @@ def test_summary_takes_the_best_epoch_from_the_validation_split() -> None:
         {"epoch": 2, "lr": 1e-3, "val/acc": 0.95, "test/acc": 0.93, "test/layer01/acc": 0.85, "train/loss": 0.4},
         {"epoch": 3, "lr": 1e-4, "val/acc": 0.95, "test/acc": 0.96, "test/layer01/acc": 0.84, "train/loss": 0.3},
     ]
-    summary = loop.summarize(rows)
+    summary = summarize(rows)
     assert (summary["best/epoch"], summary["best/val/acc"], summary["best/test/acc"]) == (2, 0.95, 0.93)
     assert (summary["best/test/layer01/acc"], summary["best/train/loss"]) == (0.85, 0.4)  # epoch 2's, not each maximum
     assert (summary["final/test/acc"], summary["epochs"]) == (0.96, 3)
-    without_val = loop.summarize([{k: v for k, v in row.items() if not k.startswith("val/")} for row in rows])
+    without_val = summarize([{k: v for k, v in row.items() if not k.startswith("val/")} for row in rows])
     assert (without_val["best/epoch"], without_val["best/test/acc"]) == (3, 0.96)
     assert "best/val/acc" not in without_val

@@ -88,6 +88,7 @@ def test_cifar10_jpeg_config_reads_the_prepared_tree(cifar_tree: Path, caplog: p
 def test_group_composes_under_hydra_with_the_documented_top_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Hydra's compose API over a stand-in top config with the documented data_dir default."""
     shutil.copytree(CONF / "dataset", tmp_path / "conf" / "dataset")
+    shutil.copytree(CONF / "base", tmp_path / "conf" / "base")  # what every dataset option starts from
     (tmp_path / "conf" / "config.yaml").write_text(
         "defaults:\n  - dataset: embedded\n  - _self_\ndata_dir: ${oc.env:SIGPROP_DATA_DIR,data}\n"
     )

@@ -1,12 +1,13 @@
 """Propagators that wrap the signal and train its modules from a local loss."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from ..base import LocalLearner, LocalLosses, LossFn, LossUpdate
+from .. import learn
+from ..base import LocalLosses, LossFn, Propagator, check_loss, refuse_learning_without_grad
 
 Input = tuple[Tensor, "Tensor | None", "Tensor | None"]
 Output = tuple[Tensor, "Tensor | None"]
@@ -17,8 +18,8 @@ def manage_signal(cls: type, manager: Any, module: nn.Module, **kwargs: Any) -> 
     return manager.set_signal(module, cls, **kwargs)
 
 
-class Learn(LocalLearner):
-    """Base of the signal propagators that learn; subclasses define ``train_`` and ``eval_``.
+class Learn(Propagator):
+    """Base of the signal propagators that learn; subclasses say how (``train_`` and ``eval_``).
 
     Forward: ``(h1, t1, h0, t0) = module((h0, t0))`` on detached inputs, the local learning
     step when a target is given, and ``(h1.detach(), t1.detach())`` out. ``manage(manager,
@@ -26,6 +27,8 @@ class Learn(LocalLearner):
     adds the signal as a hidden layer).
     """
 
+    trained_by: ClassVar[str] = "local"
+    per_class_signal: bool = False  # see propagators.Learn
     manage = classmethod(manage_signal)  # type: ignore[assignment]
 
     def forward(self, input: Input) -> Output:
@@ -34,17 +37,26 @@ class Learn(LocalLearner):
         if t0 is None:
             h1, t1, _, _ = self.module((h0, None))
             return h1.detach(), t1
-        self.check_can_learn()
+        refuse_learning_without_grad(self)
         t0 = t0.detach()
-        if context is not None:
-            context = context.detach()
+        context = context.detach() if context is not None else None
         h1, t1, h0, t0 = self.module((h0, t0))
-        self.learn(h1, t1, h0, t0, context)
+        if self.training:
+            self.train_(h1, t1, h0, t0, context)
+        else:
+            self.eval_(h1, t1, h0, t0, context)
         return h1.detach(), t1.detach()
 
+    def train_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Any:
+        raise NotImplementedError
 
-class Loss(LossUpdate, Learn):
-    """Trains the signal's modules from ``loss(self, h1, t1, h0, t0, context)``.
+    def eval_(self, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None) -> Any:
+        raise NotImplementedError
+
+
+class Loss(Learn):
+    """Trains the signal's modules from ``loss(self, h1, t1, h0, t0, context)``: the same local loss
+    and update as a hidden layer's (``propagators.Loss.train_``).
 
     Args:
         module: the signal (a generator, optionally after formatters in an ``nn.Sequential``).
@@ -55,6 +67,9 @@ class Loss(LossUpdate, Learn):
             the reference package's form).
     """
 
+    train_ = learn.Loss.train_
+    eval_ = learn.Loss.eval_
+
     def __init__(
         self,
         module: nn.Module,
@@ -64,5 +79,7 @@ class Loss(LossUpdate, Learn):
         per_class_signal: bool = False,
     ) -> None:
         super().__init__(module)
-        self._set_update(optimizer, loss, deferred)
+        self.optimizer = optimizer
+        self.loss = check_loss(loss)
+        self.deferred = deferred
         self.per_class_signal = bool(per_class_signal)
