@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from sigprop import loss as sigprop_loss
 from sigprop.loss import similarity
 from sigprop.loss.ties import first_max, max_matches, tie_tolerance, top_k
 
@@ -123,3 +124,28 @@ def test_entries_apart_by_more_than_the_tolerance_do_not_tie() -> None:
     assert first_max(yy, n).tolist() == [0]
     assert top_k(yy, 2, n).tolist() == [[0, 2]]
     assert top_k(yy, 4, n).tolist() == [[0, 2, 3, 1]]
+
+
+@pytest.mark.parametrize("batch", [16, 128])
+def test_per_class_v15_is_the_same_loss_whatever_tied_targets_are_chosen(mnist, batch: int) -> None:
+    """With one signal row per class, the tied targets of a row are copies of one class's row, so which of
+    them v15 takes does not change the loss or its gradients: the lowest-index rule gives what any choice
+    among exact ties gives (here torch.topk's), also where a class has fewer samples than topk (batch 16)."""
+    labels = mnist[1][:batch]
+    g = torch.Generator().manual_seed(0)
+    h1 = torch.randn(batch, 8, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    t1 = torch.randn(10, 8, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    t0 = MEASUREMENT.class_targets((8, 4, 4), torch.float64, mnist[0][:3000], mnist[1][:3000])
+
+    class PerClass:
+        per_class_signal = True
+
+    ours = sigprop_loss.v15_input_target_topk(6)(PerClass(), h1, t1, None, t0, labels)
+    y = similarity.input_target_scores(h1, t1, labels)
+    yy = similarity.target_similarity(t0, labels)
+    mask = torch.zeros_like(yy).scatter_(1, yy.topk(6, dim=1).indices, 1.0)
+    theirs = similarity.soft_target_cross_entropy(y, mask)
+    torch.testing.assert_close(ours, theirs, rtol=1e-13, atol=0)
+    ours_grads = torch.autograd.grad(ours, (h1, t1))
+    theirs_grads = torch.autograd.grad(theirs, (h1, t1))
+    torch.testing.assert_close(ours_grads, theirs_grads, rtol=1e-12, atol=1e-15)
