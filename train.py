@@ -58,6 +58,7 @@ def build_step(cfg: DictConfig, data: ImageData, choices: Mapping[str, str]) -> 
     propagator = parts.build_group(cfg, "propagator", choices)  # conf/propagator/: what trains each hidden layer
     loss = parts.build_group(cfg, "loss", choices)  # conf/loss/: the hidden layers' local loss
     optimizer = parts.build_group(cfg, "optimizer", choices)  # conf/optimizer/: one per learning layer
+    checks.check_optimizer(optimizer, choices)  # one step on a stand-in parameter, as training calls it
     scheduler = parts.build_group(cfg, "scheduler", choices)  # conf/scheduler/: every optimizer's schedule
     described = ", ".join(checks.label(g, choices) for g in ("model", "signal", "loss", "propagator"))
     with checks.blame(f"the network does not fit ({described} on dataset {data.name} {data.input_shape})"):
@@ -89,8 +90,8 @@ def build(cfg: DictConfig, info: rundir.RunInfo) -> parts.Job:
     data = parts.load_data(dataset)
     step = build_step(cfg, data, choices)
     step.model.to(device)
+    checks.check_batch_statistics(step, data, cfg.batch_size, cfg.test_batch_size, choices)  # first: it names the setting
     checks.check_forward(step, data, device, choices)
-    checks.check_batch_statistics(step, data, cfg.batch_size, cfg.test_batch_size, choices)
     loaders = parts.make_loaders(cfg, data, device)
     start_epoch, history = parts.restore(saved, cfg, step, loaders.generator)
     tracker = parts.make_tracker(parts.build_group(cfg, "logger", choices), info) if writes else Trackers([])

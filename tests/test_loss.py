@@ -232,6 +232,14 @@ def test_a_signal_contradicting_the_setting_is_a_clear_error() -> None:
         L.v14_input_target_max_rand(Propagator(True), h1, t_class, h1, t0_class, None)
 
 
+@pytest.mark.parametrize("loss", [L.v9_input_target_max_all, L.v14_input_target_max_rand, L.v15_input_target_topk(2), L.v1_input_label_direct])
+def test_a_label_without_a_row_in_a_per_class_signal_is_a_clear_error(loss) -> None:
+    """Class indices beyond the rows of a signal of one row per class (3 rows, a label 5)."""
+    h1, t_class, t0_class = torch.ones(4, 2), torch.ones(3, 2), torch.eye(3)
+    with pytest.raises(ValueError, match="^label 5 has no row in a signal of 3 rows: per_class_signal=True needs one signal row per class"):
+        loss(Propagator(True), h1, t_class, h1, t0_class, torch.tensor([0, 1, 2, 5]))
+
+
 # --- 4-D: per spatial position, then the mean over positions ---------------------------------
 
 

@@ -242,11 +242,13 @@ def test_loop_back_models_run_and_learn(digits, model_cls: type) -> None:
 
 
 def build_projection_mlp(
-    per_class: bool, monitor: sigprop.monitors.Group, seed: int = 0, loss=LOSS, dtype: torch.dtype = torch.float32
+    per_class: bool, monitor: sigprop.monitors.Group, seed: int = 0, loss=LOSS, dtype: torch.dtype = torch.float32,
+    rows_per_class: bool | None = None,
 ) -> nn.Module:
     """``build_mlp`` with a projection signal of one row per sample or (``per_class``) one per class.
 
     Both have the same weights; the per-class one says so through the manager's settings.
+    ``rows_per_class``: the signal's form when it differs from what the settings say.
     """
     torch.manual_seed(seed)
     manager = sigprop.managers.Preset(
@@ -256,7 +258,7 @@ def build_projection_mlp(
     manager.config_propagator(loss=loss, per_class_signal=per_class)
     # The one-hot formatter gives float32 rows: a float64 model takes its labels one-hot already.
     formatters = [] if dtype == torch.float64 else [S.LabelNumberToOnehot(10)]
-    formatters += [S.DistinctBatchLabelsOnehot()] if per_class else []
+    formatters += [S.DistinctBatchLabelsOnehot()] if (per_class if rows_per_class is None else rows_per_class) else []
     generator = S.ProjectionContextInput(
         nn.Linear(10, WIDTH), nn.Sequential(nn.Linear(784, WIDTH), nn.ReLU()), (10,), (WIDTH,)
     )
@@ -325,6 +327,44 @@ def test_a_signal_contradicting_the_setting_is_a_clear_error(digits) -> None:
         propagator.per_class_signal = False
     with pytest.raises(ValueError, match="per_class_signal=True"):
         model(x, y)
+
+
+@pytest.mark.parametrize("batch", [8, 16])
+def test_per_class_propagators_refuse_a_signal_of_one_row_per_sample(digits, batch: int) -> None:
+    """The settings say one row per class, the signal has one per sample: refused at the signal, whose labels
+    have as many rows as the batch, whether the batch is larger or smaller than the 10 classes."""
+    x, y = digits[0][:batch], digits[1][:batch]
+    model = build_projection_mlp(True, sigprop.monitors.Group(), rows_per_class=False)
+    with pytest.raises(ValueError, match=rf"^per_class_signal=True, but the signal's labels have {batch} rows for 10 classes"):
+        model(x, y)
+
+
+def test_v1_refuses_a_signal_of_one_row_per_sample(digits) -> None:
+    x, y = digits[0][:16], digits[1][:16]
+    model = build_projection_mlp(False, sigprop.monitors.Group(), loss=sigprop.loss.v1_input_label_direct)
+    with pytest.raises(ValueError, match="^v1_input_label_direct reads the signal's rows as classes"):
+        model(x, y)
+    # With one row per class it trains: the first layer's rows match their classes more often than chance.
+    monitor = sigprop.monitors.Group()
+    model = build_projection_mlp(True, monitor, loss=sigprop.loss.v1_input_label_direct)
+    for start in range(0, 1024, 64):
+        model(digits[0][start : start + 64], digits[1][start : start + 64])
+    assert monitor.values()["signal"]["acc"] > 0.2
+
+
+@pytest.mark.parametrize("per_class", [False, True])
+def test_labels_of_one_column_are_refused(digits, per_class: bool) -> None:
+    """Labels shaped (B, 1) are neither class indices nor one-hot rows: read as one-hot they would put every
+    sample in class 0 (and every label match right)."""
+    x, y = digits[0][:16], digits[1][:16]
+    model = build_projection_mlp(per_class, sigprop.monitors.Group())
+    with pytest.raises(ValueError, match=r"^the labels have shape \(16, 1\): one-hot encoding takes class indices \(16,\)"):
+        model(x, y[:, None])
+    # Called directly, a layer's metrics and a per-class loss refuse them too (its label match would be 1.0).
+    h = digits[0][:16, :WIDTH]
+    metrics = sigprop.monitors.loss.LabelMetrics("layer01", LOSS)
+    with pytest.raises(ValueError, match=r"^the labels \(context\) have shape \(16, 1\) for a batch of 16"):
+        metrics(P.Loss(nn.Identity(), None, LOSS, per_class_signal=per_class), h, h[:10] if per_class else h, h, h, y[:, None])
 
 
 # --- managers --------------------------------------------------------------------------------

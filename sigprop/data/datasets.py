@@ -15,11 +15,13 @@ import logging
 import os
 import socket
 import warnings
+import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +36,7 @@ from .offline import CIFAR10_JPEG_FOLDER, FASHION_MNIST_DEBIAN, IDX_FILES, SPLIT
 log = logging.getLogger(__name__)
 
 EMBEDDED_FILE = "mnist_small.npz"
+EMBEDDED_ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")  # what the .npz holds
 # torchvision's urlopen has no timeout: a network that drops packets (instead of refusing)
 # would hang a download forever, so downloads run under this socket timeout.
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -109,6 +112,34 @@ def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]
     return tuple(means), tuple(stds)
 
 
+def check_split(images: Tensor, labels: Tensor, num_classes: int, where: Callable[[str], str]) -> Tensor:
+    """Check one split as a reader gave it: ``uint8`` images ``(N, C, H, W)`` of at least one sample and pixel,
+    one integer label per image, each one of the ``num_classes`` classes. Returns the labels as ``int64``;
+    raises ``ValueError`` naming the file (``where("images")`` or ``where("labels")``) at fault."""
+    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+        what = f"{_dtype(images)} {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"{where('images')}: images are {what}; expected uint8 pixels (N, C, H, W)")
+    if images.shape[0] == 0 or 0 in images.shape[1:]:
+        raise ValueError(f"{where('images')}: {images.shape[0]:,} images of shape {tuple(images.shape[1:])}: no pixels to train on")
+    if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        what = f"{_dtype(labels)} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"{where('labels')}: labels are {what}; expected one integer class index per image")
+    if len(labels) != len(images):
+        raise ValueError(f"{where('labels')}: {len(labels):,} labels for {len(images):,} images")
+    labels = labels.long()
+    outside = (labels < 0) | (labels >= num_classes)
+    if bool(outside.any()):
+        first = int(outside.nonzero()[0])
+        raise ValueError(
+            f"{where('labels')}: label {int(labels[first])} (sample {first:,}) is not one of the {num_classes} classes (0 to {num_classes - 1})"
+        )
+    return labels
+
+
+def _dtype(x: Tensor) -> str:
+    return str(x.dtype).removeprefix("torch.")
+
+
 def _floats(value: float | Sequence[float] | None, setting: str) -> tuple[float, ...] | None:
     if value is None:
         return None
@@ -156,6 +187,7 @@ class Dataset:
     """
 
     channels: int | None = None  # known channel count, checked against mean/std before loading
+    image_shape: tuple[int, int] | None = None  # known (height, width), checked against the augmentation before loading
 
     def __init__(
         self,
@@ -186,6 +218,9 @@ class Dataset:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"dataset.{setting}={value!r}: must be a non-negative integer")
         self.augment_settings = Augment(crop_padding=crop_padding, flip=bool(flip), cutout_patches=cutout_patches, cutout_length=cutout_length)
+        shape = self.known_shape()
+        if shape is not None:
+            self._check_augment(*shape)
         self.train_subset = _count(train_subset, "train_subset")
         self.test_subset = _count(test_subset, "test_subset")
         self.val_size = _count(val_size, "val_size")
@@ -194,9 +229,27 @@ class Dataset:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
+    def known_shape(self) -> tuple[int, int] | None:
+        """The images' ``(height, width)`` when it is known before reading them."""
+        return self.image_shape
+
+    def _check_augment(self, height: int, width: int) -> None:
+        """The augmentation's sizes against the images': a crop padding that can move the crop off the image,
+        or cutout squares larger than it."""
+        a, where = self.augment_settings, f"dataset {self.name}'s images are {height}x{width}"
+        if a.crop_padding >= min(height, width):
+            raise ValueError(f"dataset.crop_padding={a.crop_padding}: must be from 0 to {min(height, width) - 1} ({where})")
+        if a.cutout_length > max(height, width):
+            raise ValueError(f"dataset.cutout_length={a.cutout_length}: must be from 0 to {max(height, width)} ({where})")
+
     def read(self) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
-        """``(train_images, train_labels, test_images, test_labels, num_classes)``, all samples."""
+        """``(train_images, train_labels, test_images, test_labels, num_classes)``, all samples (checked by
+        ``load`` with ``check_split``)."""
         raise NotImplementedError
+
+    def source(self, split: str, kind: str) -> str:
+        """Where the ``kind`` (``images`` or ``labels``) of ``split`` is read from, for error messages."""
+        return f"dataset {self.name} ({split} {kind})"
 
     def load(self) -> ImageData:
         """Read the dataset, apply the subsets and return it with its normalisation and augmentation.
@@ -205,6 +258,14 @@ class Dataset:
         puts them there) when the files are missing and cannot be downloaded.
         """
         train_x, train_y, test_x, test_y, num_classes = self.read()
+        train_y = check_split(train_x, train_y, num_classes, lambda kind: self.source("train", kind))
+        test_y = check_split(test_x, test_y, num_classes, lambda kind: self.source("test", kind))
+        if test_x.shape[1:] != train_x.shape[1:]:
+            raise ValueError(
+                f"{self.source('test', 'images')}: test images of shape {tuple(test_x.shape[1:])}, "
+                f"training images {tuple(train_x.shape[1:])}: both splits need one shape"
+            )
+        self._check_augment(*train_x.shape[2:])
         channels = train_x.shape[1]
         if self.mean is None or self.std is None:
             mean, std = channel_stats(train_x)
@@ -266,6 +327,7 @@ class Embedded(Dataset):
     """
 
     channels = 1
+    image_shape = (28, 28)
 
     def __init__(self, name: str = "embedded", file: str = EMBEDDED_FILE, **settings: Any) -> None:
         super().__init__(name=name, **settings)
@@ -274,12 +336,25 @@ class Embedded(Dataset):
             raise ValueError(f"dataset.file={self.file!r}: no such file in the package's sigprop/data/embedded/")
 
     def read(self) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
-        with embedded_path(self.file).open("rb") as f, np.load(f) as npz:
-            arrays = {k: torch.from_numpy(npz[k].copy()) for k in ("train_images", "train_labels", "test_images", "test_labels")}
-        return (
-            arrays["train_images"], arrays["train_labels"].long(),
-            arrays["test_images"], arrays["test_labels"].long(), 10,
-        )
+        path = embedded_path(self.file)
+        try:
+            with path.open("rb") as f:
+                if f.read(4) != b"PK\x03\x04":
+                    raise ValueError("not a .npz archive")
+                f.seek(0)
+                with np.load(f, allow_pickle=False) as npz:
+                    missing = [k for k in EMBEDDED_ARRAYS if k not in npz.files]
+                    if missing:
+                        raise ValueError(f"no {', '.join(missing)} array; it holds {', '.join(npz.files) or 'none'}")
+                    arrays = {k: torch.from_numpy(np.array(npz[k])) for k in EMBEDDED_ARRAYS}
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:
+            damaged = "truncated or corrupt: " if isinstance(err, (EOFError, zipfile.BadZipFile, zlib.error)) else ""
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise ValueError(f"{path}: not a readable dataset of the embedded format ({damaged}{reason})") from None
+        return arrays["train_images"], arrays["train_labels"], arrays["test_images"], arrays["test_labels"], 10
+
+    def source(self, split: str, kind: str) -> str:
+        return f"{embedded_path(self.file)} ({split}_{kind})"
 
 
 def embedded_path(file: str = EMBEDDED_FILE) -> importlib.resources.abc.Traversable:
@@ -356,6 +431,9 @@ class TorchvisionDataset(Dataset):
         test_x, test_y = self.tensors(self._open_split("test"))
         return train_x, train_y, test_x, test_y, self.num_classes
 
+    def source(self, split: str, kind: str) -> str:
+        return f"{self.root / self.location if self.location else self.root} ({split} {kind})"
+
 
 _IDX_LIST = ", ".join(IDX_FILES)
 
@@ -365,11 +443,16 @@ class MNIST(TorchvisionDataset):
 
     key = "mnist"
     channels = 1
+    image_shape = (28, 28)
     location = "MNIST/raw"
     remedy = f"put {_IDX_LIST} (.gz or plain) in a folder DIR and run: python -m sigprop.data.prepare mnist --source DIR --data-dir {{root}}"
 
     def open(self, split: str, download: bool) -> Any:
         return torchvision.datasets.MNIST(str(self.root), train=split == "train", download=download)
+
+    def source(self, split: str, kind: str) -> str:
+        prefix = "train" if split == "train" else "t10k"
+        return str(self.root / self.location / f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte")
 
     @staticmethod
     def tensors(ds: Any) -> tuple[Tensor, Tensor]:
@@ -395,6 +478,7 @@ class CIFAR10(TorchvisionDataset):
 
     key = "cifar10"
     channels = 3
+    image_shape = (32, 32)
     location = "cifar-10-batches-py"
     remedy = (
         "put cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) in {root} (download: true extracts it), "
@@ -431,6 +515,7 @@ class SVHN(TorchvisionDataset):
 
     key = "svhn"
     channels = 3
+    image_shape = (32, 32)
     remedy = "put train_32x32.mat and test_32x32.mat (extra_32x32.mat with extra: true) from http://ufldl.stanford.edu/housenumbers/ in {root}"
 
     def __init__(self, root: str | os.PathLike[str], download: bool = True, name: str | None = None, extra: bool = False, **settings: Any) -> None:
@@ -459,6 +544,7 @@ class STL10(TorchvisionDataset):
 
     key = "stl10"
     channels = 3
+    image_shape = (96, 96)
     location = "stl10_binary"
     remedy = "put stl10_binary.tar.gz (https://cs.stanford.edu/~acoates/stl10/) in {root} (download: true extracts it)"
 
@@ -468,6 +554,17 @@ class STL10(TorchvisionDataset):
     @staticmethod
     def tensors(ds: Any) -> tuple[Tensor, Tensor]:
         return torch.from_numpy(ds.data), torch.from_numpy(ds.labels.astype(np.int64))
+
+
+@contextmanager
+def _open_image(file: str) -> Iterator[Image.Image]:
+    """``PIL.Image.open(file)``; a file PIL cannot read or decode, or one with more pixels than PIL allows
+    (a decompression bomb: ``Image.MAX_IMAGE_PIXELS``), is a ``ValueError`` naming it."""
+    try:
+        with Image.open(file) as image:
+            yield image
+    except (OSError, SyntaxError, Image.DecompressionBombError) as err:  # SyntaxError: PIL's word for a broken header
+        raise ValueError(f"{file}: cannot decode the image ({_one_line(err)})") from None
 
 
 def _mode(image: Image.Image) -> str:
@@ -501,16 +598,19 @@ class ImageFolder(Dataset):
         workers: int | None = None,
         **settings: Any,
     ) -> None:
+        self.image_size = self._size(image_size)  # before the base class checks the augmentation against it
         super().__init__(name=name, **settings)
         self.root = _path(root, "root")
         self.path = _path(path, "path") if path is not None else self.root / self.folder
-        self.image_size = self._size(image_size)
         self.workers = _count(workers, "workers") or os.cpu_count() or 1
 
     @property
     def folder(self) -> str:
         """The tree's folder name under ``root`` when no ``path`` is given."""
         return self.name
+
+    def known_shape(self) -> tuple[int, int] | None:
+        return self.image_size or self.image_shape
 
     def prepare_command(self) -> str:
         """The command that puts the tree in place, for the missing-data error."""
@@ -553,7 +653,7 @@ class ImageFolder(Dataset):
                 "%s: %s holds %d train / %d test images, the full dataset %d / %d: a partial copy? Complete it with: %s",
                 self.name, self.path, *counts, *self.expected_sizes, self.prepare_command(),
             )
-        with Image.open(train.samples[0][0]) as first:
+        with _open_image(train.samples[0][0]) as first:
             mode = _mode(first)
             size = self.image_size or (first.height, first.width)
         # A folder tree lists the images class by class. A fixed shuffle of the test split makes every
@@ -627,12 +727,12 @@ class ImageFolder(Dataset):
 
     @staticmethod
     def _decode_pil(file: str, mode: str) -> Tensor:
-        try:
-            with Image.open(file) as im:
-                array = np.asarray(im.convert(mode))
-        except OSError as err:
-            raise ValueError(f"{file}: cannot decode the image ({_one_line(err)})") from None
+        with _open_image(file) as im:
+            array = np.asarray(im.convert(mode))
         return torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1).copy()).permute(2, 0, 1)
+
+    def source(self, split: str, kind: str) -> str:
+        return str(self.path / split)
 
     def _save(self, cache: Path, payload: dict[str, Any]) -> None:
         try:
@@ -652,6 +752,7 @@ class CIFAR10JPEG(ImageFolder):
     """The JPEG copy of CIFAR-10 as ``<root>/cifar10-jpeg/{train,test}/<class>/*.jpg`` (32x32, 10 classes)."""
 
     channels = 3
+    image_shape = (32, 32)
     expected_sizes = (50_000, 10_000)
 
     def __init__(self, root: str | os.PathLike[str], name: str = "cifar10_jpeg", **settings: Any) -> None:

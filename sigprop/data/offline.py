@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import lzma
 import os
 import shutil
 import tarfile
@@ -98,43 +99,57 @@ def save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     tmp.replace(path)
 
 
+def idx_split(images: Path, labels: Path, num_classes: int = 10) -> tuple[bytes, bytes]:
+    """The bytes of one split's images and labels IDX files (``.gz`` or plain), checked: headers (see
+    ``idx_shape``), as many labels as images, every label one of the ``num_classes`` classes. Raises
+    ``ValueError`` naming the file at fault (``FileNotFoundError`` for a missing one)."""
+    for path in (images, labels):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+    image_bytes, label_bytes = _idx_bytes(images), _idx_bytes(labels)
+    count = idx_shape(image_bytes, images, "images")[0]
+    (label_count,) = idx_shape(label_bytes, labels, "labels")
+    if label_count != count:
+        raise ValueError(f"{labels} has {label_count:,} labels for the {count:,} images of {images}")
+    values = np.frombuffer(label_bytes, dtype=np.uint8, offset=8)
+    if values.size and int(values.max()) >= num_classes:
+        first = int(np.argmax(values >= num_classes))
+        raise ValueError(
+            f"{labels} holds label {values[first]} (sample {first:,}); labels must be 0 to {num_classes - 1}: download it again"
+        )
+    return image_bytes, label_bytes
+
+
 def import_idx(source: str | Path, root: str | Path, folder: str = "MNIST") -> Path:
     """Decompress the four MNIST-style IDX files from ``source`` into ``root/folder/raw``.
 
     ``source`` may hold them gzip-compressed (``*.gz``) or plain. The result is what
     torchvision's ``MNIST``/``FashionMNIST`` classes read with ``download=False``
-    (``folder`` is the class name, e.g. ``FashionMNIST``). Every file is validated, in place or
-    from ``source`` (header, dimensions, byte length; images and labels of a split in equal numbers)
-    before anything is written; valid files in place are kept, invalid ones replaced. The files are
-    written to a staging folder inside ``raw`` and renamed into place, so a failure or Ctrl-C leaves
-    nothing half-written behind. Raises ``ValueError`` (or ``FileNotFoundError``) naming the bad file.
+    (``folder`` is the class name, e.g. ``FashionMNIST``). Each split (images and labels together)
+    is validated, in place or from ``source`` (``idx_split``: headers, byte lengths, as many labels
+    as images, labels 0-9) before anything is written: a split whose files in place pass is kept,
+    one that fails in any way is replaced, both files, from ``source``. The files are written to a
+    staging folder inside ``raw`` and renamed into place, so a failure or Ctrl-C leaves nothing
+    half-written behind. Raises ``ValueError`` (or ``FileNotFoundError``) naming the bad file.
     """
     source, raw = Path(source).expanduser(), Path(root).expanduser() / folder / "raw"
-    shapes: dict[str, tuple[int, ...]] = {}
     todo: dict[str, bytes] = {}
-    for name in IDX_FILES:
-        kind = "images" if "images" in name else "labels"
-        dest = raw / name
-        if dest.is_file():
+    for images, labels in zip(IDX_FILES[::2], IDX_FILES[1::2], strict=True):
+        if (raw / images).exists() or (raw / labels).exists():
             try:
-                shapes[name] = idx_shape(_idx_bytes(dest), dest, kind)
+                idx_split(raw / images, raw / labels)
                 continue
             except ValueError as err:
-                log.warning("replacing %s: %s", dest, err)
-        src = _idx_source(source, name)
-        if src is None:
-            missing = [n for n in IDX_FILES if _idx_source(source, n) is None and n not in shapes]
+                log.warning("replacing %s and %s: %s", raw / images, raw / labels, err)
+            except FileNotFoundError:
+                pass  # half a split in place: both files come from the source
+        sources = {name: _idx_source(source, name) for name in (images, labels)}
+        if None in sources.values():
+            missing = [n for n in IDX_FILES if _idx_source(source, n) is None]
             raise FileNotFoundError(
                 f"{source}: missing {', '.join(missing)} (.gz or plain): the four IDX files must be in that folder"
             )
-        todo[name] = _idx_bytes(src)
-        shapes[name] = idx_shape(todo[name], src, kind)
-    for images, labels in zip(IDX_FILES[::2], IDX_FILES[1::2], strict=True):
-        if shapes[images][0] != shapes[labels][0]:
-            where = {n: raw / n if n not in todo else _idx_source(source, n) for n in (images, labels)}
-            raise ValueError(
-                f"{where[labels]} has {shapes[labels][0]:,} labels for the {shapes[images][0]:,} images of {where[images]}"
-            )
+        todo[images], todo[labels] = idx_split(sources[images], sources[labels])  # type: ignore[arg-type]
     if not todo:
         return raw
     raw.mkdir(parents=True, exist_ok=True)
@@ -232,19 +247,28 @@ def import_image_folder(source: str | Path, data_dir: str | Path, name: str) -> 
         _, inside = _tree_files(_image_files(source), source)
         _copy_tree(dest, name, inside, lambda todo, staged: _copy_files(source, todo, staged))
     elif tarfile.is_tarfile(source):
-        with tarfile.open(source) as tar:
-            members = [m for m in tar.getmembers() if m.isfile() and _is_image(m.name)]
-            _, inside = _tree_files([PurePosixPath(m.name) for m in members], source)
+        try:
+            with tarfile.open(source) as tar:
+                members = [m for m in tar.getmembers() if m.isfile() and _is_image(m.name)]
+                _, inside = _tree_files([PurePosixPath(m.name) for m in members], source)
 
-            def extract(todo: dict[PurePosixPath, PurePosixPath], staged: Path) -> None:
-                # In archive order (a .gz cannot seek backwards cheaply), renamed to drop the wrapper folder.
-                wanted = [m.replace(name=str(todo[f])) for m in members if (f := PurePosixPath(m.name)) in todo]
-                tar.extractall(staged, members=wanted, filter="data")
+                def extract(todo: dict[PurePosixPath, PurePosixPath], staged: Path) -> None:
+                    # In archive order (a .gz cannot seek backwards cheaply), renamed to drop the wrapper folder.
+                    wanted = [m.replace(name=str(todo[f])) for m in members if (f := PurePosixPath(m.name)) in todo]
+                    tar.extractall(staged, members=wanted, filter="data")
 
-            _copy_tree(dest, name, inside, extract)
+                _copy_tree(dest, name, inside, extract)
+        except (EOFError, zlib.error, tarfile.ReadError, gzip.BadGzipFile, lzma.LZMAError, OSError) as err:
+            if isinstance(err, OSError) and not isinstance(err, gzip.BadGzipFile) and err.errno is not None:
+                raise  # the disk, not the archive (e.g. no space left): the caller names it
+            raise ValueError(f"{source} is truncated or corrupt ({_reason(err)}): download it again; nothing was written to {dest}") from None
     else:
         raise ValueError(f"{source} is neither a folder nor a tar archive")
     return dest
+
+
+def _reason(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _copy_files(source: Path, todo: dict[PurePosixPath, PurePosixPath], staged: Path) -> None:

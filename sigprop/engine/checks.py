@@ -9,13 +9,13 @@ after building those, before its first step.
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 from collections.abc import Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
-import hydra
 import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -24,7 +24,7 @@ from ..data.datasets import ImageData
 from ..data.loader import TensorLoader
 from ..loss import needs_per_class_signal
 from ..propagators import Propagator
-from . import checkpoint
+from . import checkpoint, config
 from .config import ConfigError, check_resume, check_settings, checkpoint_path, one_line, run_config
 from .parallel import DataParallel, data_parallel
 from .rundir import choices_of
@@ -81,7 +81,7 @@ def check_group(cfg: DictConfig, group: str, choices: Mapping[str, str]) -> Any:
             raise ConfigError(f"{label(group, choices)}: the config has no _target_ (choose an option of conf/{group}/)")
         return None
     with blame(label(group, choices)):
-        target = hydra.utils.get_object(node._target_)
+        target = locate(node._target_)
         arguments = {k: v for k, v in node.items() if k not in HYDRA_KEYS}
         inspect.signature(target).bind_partial(**arguments)
     if group in PARTIAL and not node.get("_partial_", False):
@@ -89,6 +89,31 @@ def check_group(cfg: DictConfig, group: str, choices: Mapping[str, str]) -> Any:
     if group == "propagator" and not (isinstance(target, type) and issubclass(target, Propagator)):
         raise ConfigError(f"{label(group, choices)}: must name a sigprop.propagators class (Loss, Fixed, Identity)")
     return target
+
+
+def locate(path: str) -> Any:
+    """The object a dotted ``_target_`` names, imported but not called. Each name is an attribute of what comes
+    before it where one exists (``sigprop.nets.mlp`` is the function the package exports, not its module), else a
+    module to import, as Hydra resolves it."""
+    parts = path.split(".")
+    try:
+        found = importlib.import_module(parts[0])
+    except ModuleNotFoundError as err:
+        if err.name != parts[0]:
+            raise  # the module exists but one of its own imports is missing: that is the error to show
+        raise ImportError(f"{path!r} not found: no module {parts[0]!r}") from None
+    for end in range(1, len(parts)):
+        if hasattr(found, parts[end]):
+            found = getattr(found, parts[end])
+            continue
+        module_name = ".".join(parts[: end + 1])
+        try:
+            found = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            raise ImportError(f"{path!r} not found: {'.'.join(parts[:end])} has no {parts[end]!r}") from None
+    return found
 
 
 def check_schedule(scheduler: DictConfig) -> None:
@@ -111,6 +136,13 @@ def _plain(value: Any) -> str:
     return str(OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value).replace(" ", "")
 
 
+def check_optimizer(optimizer: Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer], choices: Mapping[str, str]) -> None:
+    """What ``optimizer`` (the optimizer group's factory) builds, tried for one step on a stand-in parameter the
+    way the training step calls it (``config.check_optimizer``): LBFGS and SparseAdam are refused here."""
+    with blame(label("optimizer", choices)):
+        config.check_optimizer(optimizer([torch.nn.Parameter(torch.zeros(1))]))
+
+
 def check_data_parallel(cfg: DictConfig) -> DataParallel | None:
     """This process's ``DataParallel`` under torchrun (``None`` otherwise), whose ranks split every batch evenly."""
     parallel = data_parallel()
@@ -130,7 +162,8 @@ def load_checkpoint(resume: str) -> dict[str, Any]:
 def check_forward(step: TrainStep, data: ImageData, device: torch.device, choices: Mapping[str, str]) -> None:
     """One evaluation pass over two samples (labels 0 and the last class), so a signal or network that does
     not fit the data fails here, before any file is written, instead of in the first step."""
-    x, _ = next(iter(TensorLoader(data.train_images[:2], data.train_labels[:2], 2, data.mean, data.std, device=device)))
+    two = torch.arange(2) % len(data.train_labels)  # the first image twice in a training set of one
+    x, _ = next(iter(TensorLoader(data.train_images[two], data.train_labels[two], 2, data.mean, data.std, device=device)))
     y = torch.tensor([0, data.num_classes - 1], device=device)
     parts = ", ".join(label(g, choices) for g in ("model", "signal", "loss", "propagator"))
     where = f"{parts} on dataset {data.name} {data.input_shape} with {data.num_classes} classes"
@@ -156,6 +189,7 @@ def check_batch_statistics(step: TrainStep, data: ImageData, batch_size: int, te
         ("dataset.train_subset", len(data.train_labels), True),
         ("test_batch_size", test_batch_size, at_test),
         ("dataset.test_subset", len(data.test_labels), at_test),
+        ("dataset.val_size", len(data.val_labels) if data.val_labels is not None else 2, at_test),
     ):
         if applies and size < 2:
             raise ConfigError(f"{setting}={size}: {where} (use at least 2, or model.norm=instance or none)")

@@ -3,11 +3,13 @@
 ``TrainConfig`` is registered once in Hydra's ``ConfigStore`` as ``train_schema``, the first entry of
 ``conf/config.yaml``'s defaults list: the values (and their comments) are in the YAML, the types here.
 So ``epochs=abc``, ``step.mode=fast`` or an unknown key stop the run while Hydra composes the
-config; ``check_settings`` adds the ranges a type cannot express. Every problem is a ``ConfigError``
+config; ``check_settings`` adds the ranges a type cannot express and the types and ranges of the
+groups' settings (``settings.py``). Every problem is a ``ConfigError``
 or a Hydra/OmegaConf error, reported by ``one_line`` as one line that names the setting.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -19,9 +21,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .checkpoint import CHECKPOINT_FILE
+from .settings import problems
 
 SCHEMA = "train_schema"
-PROGRESS = ("auto", True, False)
 # What may differ from the checkpoint's settings when a run is resumed: how long, where and how it is
 # watched, never what is trained. Every other difference refuses the resume (``resume_differences``).
 RESUMABLE = ("epochs", "device", "threads", "data_dir", "resume", "run_dir", "progress", "refresh_every",
@@ -69,7 +71,7 @@ class TrainConfig:
     threads: Optional[int] = MISSING
     data_dir: str = MISSING
     resume: Optional[str] = MISSING
-    progress: Any = MISSING  # auto, true or false (checked by check_settings)
+    progress: Any = MISSING  # auto, true or false (checked by check_settings: settings.SETTINGS)
     refresh_every: int = MISSING
     print_config: bool = MISSING
     run_dir: str = MISSING
@@ -104,16 +106,12 @@ def one_line(err: BaseException) -> str:
 
 
 def check_settings(cfg: DictConfig) -> None:
-    """The ranges and choices of the top-level settings that their types do not say (Hydra checked the types)."""
-    for key in ("epochs", "batch_size", "test_batch_size", "refresh_every", "step.recompute_chunk"):
-        value = _select(cfg, key)
-        if value < 1:
-            raise ConfigError(f"{key}={value}: must be at least 1")
-    threads = _select(cfg, "threads")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"threads={threads}: must be at least 1, or null for torch's default")
-    if _select(cfg, "progress") not in PROGRESS:
-        raise ConfigError(f"progress={cfg.progress!r}: must be auto, true or false")
+    """Every setting's type and range (``settings.SETTINGS``: the groups' settings, and the ranges of the
+    top-level ones, whose types Hydra checked), the device and the checkpoint to resume from: one line
+    listing every setting that is refused."""
+    refused = problems(cfg)
+    if refused:
+        raise ConfigError("; ".join(refused))
     resolve_device(_select(cfg, "device"))
     resume = _select(cfg, "resume")
     if resume is not None:
@@ -140,6 +138,25 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name}: torch finds no CUDA device here; use device=cpu or device=auto")
     return device
+
+
+def check_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """One step of ``optimizer`` (built on a dummy parameter) as the training step takes it: without a closure,
+    after a dense gradient. An optimizer that needs either (``LBFGS``, ``SparseAdam``) raises ``ValueError``."""
+    name = f"optimizer._target_ is {type(optimizer).__qualname__}, which"
+    closure = inspect.signature(optimizer.step).parameters.get("closure")
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        raise ValueError(
+            f"{name} needs a closure in step() (it evaluates the loss several times per step), but the training "
+            "step calls step() once per batch: choose an optimizer whose closure is optional (Adam, SGD, ...)"
+        )
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            parameter.grad = torch.zeros_like(parameter)
+    try:
+        optimizer.step()
+    except (RuntimeError, ValueError, TypeError) as err:  # e.g. SparseAdam: "does not support dense gradients"
+        raise ValueError(f"{name} cannot step on the dense gradients the training step computes ({one_line(err)})") from None
 
 
 def checkpoint_path(resume: str) -> Path:

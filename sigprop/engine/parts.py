@@ -36,7 +36,9 @@ def build_group(cfg: DictConfig, group: str, choices: Mapping[str, str], **runti
     if node is None or (isinstance(node, DictConfig) and "_target_" not in node):
         return None
     with blame(label(group, choices)):
-        made = hydra.utils.instantiate(node)
+        # Plain lists and dicts, not OmegaConf's: an optimizer keeps its ``betas`` in its state, and a checkpoint
+        # holding a ListConfig cannot be read back with weights_only=True (torch before 2.6 does not convert it).
+        made = hydra.utils.instantiate(node, _convert_="all")
         return made(**runtime) if runtime else made
 
 

@@ -7,9 +7,12 @@ from torch import Tensor
 
 
 def label_number_to_onehot(t0: Tensor | None, num_classes: int | None) -> Tensor | None:
-    """Class indices ``(B,)`` to float one-hot vectors ``(B, num_classes)``."""
+    """Class indices ``(B,)`` to float one-hot vectors ``(B, num_classes)``. Other shapes are refused: a
+    ``(B, 1)`` column would give ``(B, 1, num_classes)``, which a signal could read as one class."""
     if t0 is None:
         return None
+    if t0.dim() != 1:
+        raise ValueError(f"the labels have shape {tuple(t0.shape)}: one-hot encoding takes class indices ({t0.shape[0]},)")
     if num_classes is None:
         num_classes = int(t0.max()) + 1
     return F.one_hot(t0.long(), num_classes).float()

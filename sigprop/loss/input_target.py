@@ -29,7 +29,7 @@ def v9_input_target_max_all(
 ) -> Tensor:
     """Soft-target cross-entropy of ``y`` against every entry of ``yy`` tied with its row's maximum
     (``ties.max_matches``: equal up to rounding)."""
-    index = class_index(sp_learn, h1, t1, context)
+    index = class_index(sp_learn, h1, t1, context, t0)
     y = input_target_scores(h1, t1, index)
     yy = target_similarity(t0, index)
     return soft_target_cross_entropy(y, max_matches(yy, t0[0].numel()).to(y.dtype))
@@ -40,7 +40,7 @@ def v14_input_target_max_rand(
 ) -> Tensor:
     """Cross-entropy of ``y`` against one best-matching target per input: the lowest index among the
     entries of ``yy`` tied with the row's maximum (``ties.first_max``)."""
-    index = class_index(sp_learn, h1, t1, context)
+    index = class_index(sp_learn, h1, t1, context, t0)
     y = input_target_scores(h1, t1, index)
     yy = target_similarity(t0, index)
     return F.cross_entropy(y, first_max(yy, t0[0].numel()))
@@ -63,7 +63,7 @@ class v15_input_target_topk(Loss):  # noqa: N801 - the reference package's publi
     def forward(
         self, sp_learn: Any, h1: Tensor, t1: Tensor, h0: Tensor, t0: Tensor, context: Tensor | None
     ) -> Tensor:
-        index = class_index(sp_learn, h1, t1, context)
+        index = class_index(sp_learn, h1, t1, context, t0)
         y = input_target_scores(h1, t1, index)
         yy = target_similarity(t0, index)
         chosen = top_k(yy, self.topk, t0[0].numel())

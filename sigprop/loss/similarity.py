@@ -9,7 +9,11 @@ A layer's output ``h1`` and the signal ``t1`` are compared sample against sample
 A signal may carry one row per class instead of one per sample, when its propagators say so
 (``per_class_signal=True``): then ``t`` has ``K`` rows, ``class_index`` gives each sample's row,
 and the helpers expand the ``(B, K)`` and ``(K, K)`` matrices to the ``(B, B)`` ones a per-sample
-signal would give.
+signal would give. The labels (``context``) are class indices ``(B,)`` or one-hot rows ``(B, K)``;
+any other shape is refused (``sample_labels``). A signal that contradicts the setting is refused
+wherever its shapes show it: at the signal itself, where ``t0`` holds the formatted labels (one row
+per target), a per-class signal has as many rows as classes (``class_rows``). The labels' values
+are not read for these checks, so they never make the step wait for the device.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..propagators.signals import Learn as SignalLearner
 from ..utils import without_autocast
 
 # The helpers for writing losses (the reference package's ``sigprop.loss.functional.utils``).
@@ -65,8 +70,53 @@ def per_class_signal(sp_learn: Any) -> bool:
     return bool(getattr(sp_learn, "per_class_signal", False))
 
 
-def class_index(sp_learn: Any, h1: Tensor, t1: Tensor, context: Tensor | None) -> Tensor | None:
-    """Each sample's row of ``t1`` when the signal has one row per class, else ``None``.
+def sample_labels(context: Tensor, batch: int) -> Tensor:
+    """Each sample's class index from ``context``: class indices ``(B,)``, or one-hot rows ``(B, K)`` of at
+    least two classes. Any other shape is a ``ValueError``: a ``(B, 1)`` column could be either, and read as
+    one-hot rows it would put every sample in class 0."""
+    if context.dim() == 1 and context.shape[0] == batch:
+        return context.long()
+    if context.dim() == 2 and context.shape[0] == batch and context.shape[1] >= 2:
+        return context.argmax(1)
+    raise ValueError(
+        f"the labels (context) have shape {tuple(context.shape)} for a batch of {batch}: give class indices "
+        f"({batch},) or one-hot rows ({batch}, K)"
+    )
+
+
+def class_rows(sp_learn: Any, h1: Tensor, t1: Tensor, t0: Tensor | None, context: Tensor | None) -> Tensor:
+    """Each sample's row of ``t1``, a signal with one row per class: its class index (``sample_labels``).
+
+    Refuses what shows that the signal has another form: no labels, one-hot labels of more or fewer
+    classes than ``t1`` has rows, or, at the signal itself (``sp_learn`` a signal propagator, whose
+    ``t0`` is the formatted labels, one row per target), labels of another count of rows than classes.
+    """
+    if context is None:
+        raise ValueError("per_class_signal=True needs the class indices (or one-hot labels) as context")
+    labels = sample_labels(context, h1.shape[0])
+    if context.dim() > 1 and t1.shape[0] != context.shape[1]:
+        raise ValueError(
+            f"per_class_signal=True needs one signal row per class: the signal has {t1.shape[0]} rows "
+            f"for {context.shape[1]} classes"
+        )
+    if t0 is not None and t0.dim() == 2 and t0.shape[0] != t0.shape[1] and _formats_labels(sp_learn):
+        raise ValueError(
+            f"per_class_signal=True, but the signal's labels have {t0.shape[0]} rows for {t0.shape[1]} classes "
+            "(one per sample?): give the signal one row per class (the formatter DistinctBatchLabelsOnehot), "
+            "or set per_class_signal=False"
+        )
+    return labels
+
+
+def _formats_labels(sp_learn: Any) -> bool:
+    """Whether ``sp_learn`` is a signal propagator: the ``t0`` its loss gets is the formatted labels."""
+    return isinstance(sp_learn, SignalLearner)
+
+
+def class_index(
+    sp_learn: Any, h1: Tensor, t1: Tensor, context: Tensor | None, t0: Tensor | None = None
+) -> Tensor | None:
+    """Each sample's row of ``t1`` when the signal has one row per class (``class_rows``), else ``None``.
 
     Which of the two is the propagator's setting (``per_class_signal``), never read from the
     shapes: they cannot tell the two apart when the batch is as large as the number of classes.
@@ -80,16 +130,15 @@ def class_index(sp_learn: Any, h1: Tensor, t1: Tensor, context: Tensor | None) -
                 "per class needs per_class_signal=True on its propagators"
             )
         return None
-    if context is None:
-        raise ValueError("per_class_signal=True needs the class indices (or one-hot labels) as context")
-    if context.dim() > 1:
-        if t1.shape[0] != context.shape[1]:
-            raise ValueError(
-                f"per_class_signal=True needs one signal row per class: the signal has {t1.shape[0]} rows "
-                f"for {context.shape[1]} classes"
-            )
-        return context.argmax(1)
-    return context.long()
+    return class_rows(sp_learn, h1, t1, t0, context)
+
+
+def no_row_error(index: Tensor, rows: int) -> ValueError:
+    """The error for class indices beyond the rows of a per-class signal (read once an operation failed on them)."""
+    return ValueError(
+        f"label {int(index.max())} has no row in a signal of {rows} rows: per_class_signal=True needs one "
+        "signal row per class (the formatter DistinctBatchLabelsOnehot)"
+    )
 
 
 def expand_columns(scores: Tensor, index: Tensor) -> Tensor:
@@ -98,7 +147,12 @@ def expand_columns(scores: Tensor, index: Tensor) -> Tensor:
     Written as a product with the one-hot matrix of ``index`` (exact: one non-zero term per
     entry), whose backward is a deterministic product too, unlike the scatter of an index.
     """
-    onehot = F.one_hot(index, scores.shape[1]).to(scores.dtype)
+    try:
+        onehot = F.one_hot(index, scores.shape[1]).to(scores.dtype)
+    except RuntimeError:  # an index beyond the rows (checked by one_hot on the CPU)
+        if index.numel() and int(index.max()) >= scores.shape[1]:
+            raise no_row_error(index, scores.shape[1]) from None
+        raise
     return scores @ onehot.t()
 
 

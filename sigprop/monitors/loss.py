@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..loss.base import needs_per_class_signal
-from ..loss.similarity import flat_pair, per_class_signal
+from ..loss.similarity import flat_pair, per_class_signal, sample_labels
 from ..propagators.base import LossFn
 from .monitor import LossAccuracySums, Monitor
 
@@ -34,7 +34,7 @@ def label_match_accuracy(h1: Tensor, t1: Tensor, context: Tensor, per_class: boo
             f"the signal has {t1.shape[0]} rows for a batch of {h1.shape[0]}: a signal with one row "
             "per class needs per_class_signal=True on its propagators"
         )
-    labels = context.argmax(1) if context.dim() > 1 else context
+    labels = sample_labels(context, h1.shape[0])  # a (B, 1) column is refused, not read as class 0
     a, b = flat_pair(h1, t1)
     best = (a @ b.t()).argmax(1)
     if per_class:

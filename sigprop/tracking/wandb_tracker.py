@@ -174,8 +174,10 @@ class WandbTracker:
         """The mode the user chose (``logger.mode``, else ``WANDB_MODE``), as wandb names it; ``None`` for auto."""
         if self.mode != "auto":
             return self.mode
-        if not os.environ.get("WANDB_MODE"):
+        if "WANDB_MODE" not in os.environ:
             return None
+        if not os.environ["WANDB_MODE"].strip():  # wandb itself refuses it, in a long report, wherever it reads it
+            raise ValueError("WANDB_MODE is set but empty: unset it (auto mode), or set it to online, offline or disabled")
         mode = str(wandb_settings().mode)  # validates WANDB_MODE
         return {"run": "online", "shared": "online", "dryrun": "offline"}.get(mode, mode)
 

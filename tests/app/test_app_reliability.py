@@ -215,7 +215,7 @@ def test_one_sample_batches_train_and_evaluate(tmp_path: Path) -> None:
         ("scheduler.gamma=abc", "scheduler.gamma=abc: must be a positive number"),
         ("scheduler.milestones=abc", "scheduler.milestones=abc: must be a list of epochs"),
         ("scheduler.milestones=[-1]", "scheduler.milestones=[-1]: must be a list of epochs"),
-        ("model.num_hidden=0", "model=mlp_small: model.num_hidden must be at least 1, got 0"),
+        ("model.num_hidden=0", "model.num_hidden=0: must be a whole number from 1 to 2,147,483,647"),
     ],
 )
 def test_settings_are_checked_before_anything_runs(override: str, message: str) -> None:
