@@ -46,6 +46,7 @@ from sigprop.engine.outcome import Outcome, check_finite, outcome_of
 from sigprop.engine.step import TrainStep
 from sigprop.tracking import Trackers
 from sigprop.tracking.jsonl import SUMMARY_FILE, write_summary
+from sigprop.utils import one_line
 
 log = logging.getLogger("train")
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"  # conf/config.yaml: the run's config, also read by torchrun_args
@@ -107,7 +108,7 @@ def build(cfg: DictConfig, info: rundir.RunInfo) -> parts.Job:
 
 def fail(err: BaseException) -> NoReturn:
     """Stop with a configuration problem as one line on stderr and exit status 1."""
-    raise SystemExit(f"error: {config.one_line(err)}") from None
+    raise SystemExit(f"error: {one_line(err)}") from None
 
 
 def in_sweep() -> bool:
@@ -129,8 +130,8 @@ def main(cfg: DictConfig) -> float:
             # In a sweep a setting that does not fit the data fails this job alone; the others run. A job started
             # again into its own folder (requeued by a cluster's scheduler) leaves that run's record as it is.
             if not (Path(cfg.run_dir) / SUMMARY_FILE).exists():
-                write_summary(cfg.run_dir, {"last_epoch": 0, "reason": config.one_line(err)}, "failed")
-            return stopped(Outcome("failed", config.one_line(err), err))
+                write_summary(cfg.run_dir, {"last_epoch": 0, "reason": one_line(err)}, "failed")
+            return stopped(Outcome("failed", one_line(err), err))
         if cfg.print_config:
             log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
         log.info(job.describe())

@@ -30,6 +30,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2.functional import resize
 
+from ..utils import one_line
 from .loader import Augment
 from .offline import CIFAR10_JPEG_FOLDER, FASHION_MNIST_DEBIAN, IDX_FILES, SPLITS
 
@@ -372,12 +373,6 @@ def _download_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
-def _one_line(err: BaseException) -> str:
-    # torchvision's messages span lines; the last one holds the cause (e.g. "<urlopen error ...>").
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[-1][:160] if lines else ''}"
-
-
 class TorchvisionDataset(Dataset):
     """A dataset read by torchvision's own class from ``root`` in torchvision's layout, downloaded there if allowed.
 
@@ -424,7 +419,7 @@ class TorchvisionDataset(Dataset):
             with _download_timeout(DOWNLOAD_TIMEOUT_S):
                 return self.open(split, download=True)
         except (OSError, RuntimeError, ValueError) as err:  # URLError, socket timeouts, checksum mismatches
-            raise self.missing(f"download failed: {_one_line(err)}") from None
+            raise self.missing(f"download failed: {one_line(err, kind=True, limit=240)}") from None
 
     def read(self) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
         train_x, train_y = self.tensors(self._open_split("train"))
@@ -564,7 +559,7 @@ def _open_image(file: str) -> Iterator[Image.Image]:
         with Image.open(file) as image:
             yield image
     except (OSError, SyntaxError, Image.DecompressionBombError) as err:  # SyntaxError: PIL's word for a broken header
-        raise ValueError(f"{file}: cannot decode the image ({_one_line(err)})") from None
+        raise ValueError(f"{file}: cannot decode the image ({one_line(err, kind=True, limit=240)})") from None
 
 
 def _mode(image: Image.Image) -> str:
@@ -635,14 +630,14 @@ class ImageFolder(Dataset):
         try:
             train = torchvision.datasets.ImageFolder(str(self.path / "train"))
         except FileNotFoundError as err:  # no class folders, or no images in them
-            raise DatasetNotFoundError(f"dataset {self.name}: {self.path / 'train'}: {_one_line(err)}") from None
+            raise DatasetNotFoundError(f"dataset {self.name}: {self.path / 'train'}: {one_line(err, kind=True, limit=240)}") from None
         # The test split uses the train split's class indices: a class missing from test must not shift labels.
         try:
             test_samples = torchvision.datasets.ImageFolder.make_dataset(
                 str(self.path / "test"), train.class_to_idx, extensions=torchvision.datasets.folder.IMG_EXTENSIONS, allow_empty=True
             )
         except FileNotFoundError as err:
-            raise DatasetNotFoundError(f"dataset {self.name}: {self.path / 'test'}: {_one_line(err)}") from None
+            raise DatasetNotFoundError(f"dataset {self.name}: {self.path / 'test'}: {one_line(err, kind=True, limit=240)}") from None
         test_classes = {p.name for p in (self.path / "test").iterdir() if p.is_dir()}
         if test_classes - set(train.classes):
             raise ValueError(f"dataset {self.name}: test classes {sorted(test_classes - set(train.classes))} are not in {self.path / 'train'}")
@@ -684,7 +679,7 @@ class ImageFolder(Dataset):
                     return saved["images"], saved["labels"]
                 log.info("%s: cache %s is stale (files or settings changed); decoding again", self.name, cache)
             except Exception as err:  # a corrupt cache is only a lost shortcut: decode again
-                log.warning("%s: ignoring unreadable cache %s (%s)", self.name, cache, _one_line(err))
+                log.warning("%s: ignoring unreadable cache %s (%s)", self.name, cache, one_line(err, kind=True, limit=240))
         images, labels = self._decode(samples, mode, size)
         self._save(cache, {"fingerprint": fingerprint, "images": images, "labels": labels})
         return images, labels
@@ -745,7 +740,7 @@ class ImageFolder(Dataset):
                 tmp.unlink(missing_ok=True)
             log.info("%s: cached decoded images in %s", self.name, cache)
         except OSError as err:  # a read-only data folder only costs decoding time on the next run
-            log.warning("%s: could not write cache %s (%s)", self.name, cache, _one_line(err))
+            log.warning("%s: could not write cache %s (%s)", self.name, cache, one_line(err, kind=True, limit=240))
 
 
 class CIFAR10JPEG(ImageFolder):

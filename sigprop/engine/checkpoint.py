@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..utils import one_line
 from .step import TrainStep
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -117,7 +118,7 @@ def _unpickle(path: Path) -> Any:
                 "(refused: checkpoints are loaded with weights_only=True; do not load files you do not trust)"
             ) from None
         size = path.stat().st_size
-        raise ValueError(f"{path} is truncated or corrupt ({size:,} bytes; torch cannot read it: {_first_sentence(err)})") from None
+        raise ValueError(f"{path} is truncated or corrupt ({size:,} bytes; torch cannot read it: {one_line(err, limit=160)})") from None
 
 
 def _verify_records(path: Path) -> None:
@@ -127,7 +128,7 @@ def _verify_records(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()  # reads every record; the name of the first whose checksum differs
     except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as err:
-        raise ValueError(f"{path} is truncated or corrupt ({size:,} bytes; {_first_sentence(err)}): it cannot be resumed from") from None
+        raise ValueError(f"{path} is truncated or corrupt ({size:,} bytes; {one_line(err, limit=160)}): it cannot be resumed from") from None
     if bad is not None:
         raise ValueError(
             f"{path} is corrupt: its record {bad} does not match the checksum stored with it (the file changed "
@@ -174,7 +175,7 @@ def _content_problem(state: dict[str, Any]) -> str | None:
     try:
         _rng_problem(state["rng"])
     except (TypeError, ValueError, RuntimeError, IndexError) as err:
-        return f"is not a usable sigprop checkpoint: its random state cannot be restored ({_first_sentence(err)})"
+        return f"is not a usable sigprop checkpoint: its random state cannot be restored ({one_line(err, limit=160)})"
     return None
 
 
@@ -211,11 +212,6 @@ def _rng_problem(rng: dict[str, Any]) -> None:
     random.Random().setstate(_tuples(rng["python"]))
     if not all(isinstance(s, torch.Tensor) for s in rng["cuda"]):
         raise TypeError("its CUDA states are not tensors")
-
-
-def _first_sentence(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text.split(". ")[0]
 
 
 def restore(state: dict[str, Any], step: TrainStep, generator: torch.Generator) -> tuple[int, list[dict[str, float]]]:

@@ -25,7 +25,8 @@ from ..data.loader import TensorLoader
 from ..loss import needs_per_class_signal
 from ..propagators import Propagator
 from . import checkpoint, config
-from .config import ConfigError, check_resume, check_settings, checkpoint_path, one_line, run_config
+from ..utils import one_line
+from .config import ConfigError, check_resume, check_settings, checkpoint_path, run_config
 from .parallel import DataParallel, data_parallel
 from .rundir import choices_of
 from .step import TrainStep

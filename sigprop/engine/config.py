@@ -20,6 +20,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ..utils import one_line
 from .checkpoint import CHECKPOINT_FILE
 from .settings import problems
 
@@ -87,22 +88,6 @@ class TrainConfig:
 
 
 ConfigStore.instance().store(name=SCHEMA, node=TrainConfig)
-
-
-def one_line(err: BaseException) -> str:
-    """An exception's message on one line, without the parts that repeat it for developers.
-
-    Hydra's and OmegaConf's messages span several lines (``full_key:``, ``object_type=``, the config
-    search path); a rejected override (``Error merging override epochs=abc``, the reason in its cause)
-    reads ``epochs=abc: <reason>``.
-    """
-    text = str(err).split("Config search path:")[0]
-    prefix = "Error merging override "
-    if text.startswith(prefix) and err.__cause__ is not None:
-        text = f"{text[len(prefix):]}: {err.__cause__}"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    lines = [line for line in lines if not line.startswith(("full_key:", "object_type=", "reference_type=", "msg="))]
-    return " ".join(lines) or type(err).__name__
 
 
 def check_settings(cfg: DictConfig) -> None:

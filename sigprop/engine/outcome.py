@@ -16,6 +16,7 @@ from typing import Mapping
 from omegaconf.errors import OmegaConfBaseException
 
 from ..tracking import TrackerError
+from ..utils import one_line
 from .config import ConfigError
 from .interrupt import Interrupted
 
@@ -102,10 +103,4 @@ def outcome_of(err: BaseException) -> Outcome:
         return Outcome("failed", str(err), err)
     if disk_full(err):
         return Outcome("failed", "the disk is full (no space left on device)", err)
-    return Outcome("failed", one_line_error(err), err)
-
-
-def one_line_error(err: BaseException) -> str:
-    """``Type: message`` on one line."""
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return Outcome("failed", one_line(err, kind=True), err)

@@ -21,7 +21,8 @@ from ..propagators import global_parameters, local_parameters
 from ..tracking import JsonlTracker, Tracker, Trackers
 from . import checkpoint, rundir
 from .checks import blame, label, load_checkpoint
-from .config import ConfigError, check_resume, checkpoint_path, one_line, resolve_device, run_config
+from ..utils import one_line
+from .config import ConfigError, check_resume, checkpoint_path, resolve_device, run_config
 from .parallel import DataParallel
 from .step import Batches, TrainStep
 

@@ -28,7 +28,8 @@ from omegaconf.errors import OmegaConfBaseException
 from ..tracking.jsonl import METRICS_FILE
 from . import rundir
 from .checks import check_config
-from .config import ConfigError, one_line
+from ..utils import one_line
+from .config import ConfigError
 from .parallel import torchrun_world
 
 # The class name Hydra's sweeper config gives its basic sweeper (hydra/sweeper/basic).

@@ -15,7 +15,8 @@ from sigprop.data.datasets import Dataset, ImageData
 from sigprop.data.loader import TensorLoader
 from sigprop.engine import TrainStep, checks, parts
 from sigprop.engine.rundir import choices_of
-from sigprop.engine.config import ConfigError, check_settings, one_line
+from sigprop.engine.config import ConfigError, check_settings
+from sigprop.utils import one_line
 
 # Networks small enough for one CPU step each; the option under test is otherwise unchanged.
 SMALL_MLP = ("model.num_hidden=32",)
