@@ -26,9 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..tracking.jsonl import METRICS_FILE
+from ..utils import one_line
 from . import rundir
 from .checks import check_config
-from ..utils import one_line
 from .config import ConfigError
 from .parallel import torchrun_world
 
@@ -64,6 +64,10 @@ def started_jobs(sweep_dir: Path, output_subdir: str = ".hydra") -> list[tuple[i
     return sorted(jobs, key=lambda job: job[0])
 
 
+class JobNotFinished(Exception):
+    """A sweep's job that ended without finishing (its ``summary.json`` says how), as a search's sweeper sees it."""
+
+
 class ConfigCheck(Callback):
     """Hydra callback: ``checks.check_config`` before a run's folder is created, and for every job of a sweep
     before the first job starts (so a bad value in a sweep stops it before any training); then the run's
@@ -93,6 +97,9 @@ class ConfigCheck(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        trials = config.hydra.sweeper.get("n_trials", 1)
+        if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+            raise SystemExit(f"error: hydra.sweeper.n_trials={trials}: must be a whole number of trials from 1")
         earlier = next(sweep_dir.glob(f"*/{METRICS_FILE}"), None) if sweep_dir.is_dir() else None
         if earlier is not None:
             raise SystemExit(
@@ -120,6 +127,12 @@ class ConfigCheck(Callback):
         status, reason = rundir.job_record(Path(config.hydra.runtime.output_dir))
         if job_return.status == JobStatus.FAILED:  # an error Hydra caught: the job's record could not say so
             status, reason = "failed", one_line(job_return._return_value)
+        elif status != "finished" and config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+            # A search (Optuna) tells its study each job's return value; train.py returns NaN for a job that did
+            # not finish, which optuna 2 refuses, twice, ending the search with a traceback. A failed job return
+            # is a failed trial to it, and the search goes on. (The basic sweeper stops at a failed job return.)
+            job_return.status = JobStatus.FAILED
+            job_return._return_value = JobNotFinished(f"job {config.hydra.job.num} {status}" + (f": {reason}" if reason else ""))
         self._record(config.hydra.job.num, job_return.overrides or [], status, reason)
 
     def _record(self, num: int, overrides: Sequence[str], status: str, reason: str) -> None:

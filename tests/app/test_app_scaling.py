@@ -114,6 +114,34 @@ def test_optuna_search_maximises_the_validation_accuracy(tmp_path: Path) -> None
     assert {k: str(v) for k, v in results.best_params.items()} == best[2] and set(best[2]) == {"optimizer.lr", "loss.topk"}
 
 
+def test_optuna_search_goes_on_past_a_failed_trial(tmp_path: Path) -> None:
+    """A trial whose sampled setting the data does not fit is a failed trial: the search runs its other trials,
+    writes optimization_results.yaml from those that finished, and exits with status 1 naming the failed job,
+    without a traceback. ``n_trials=0`` is refused in one line before the sweep's folder exists."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason=CLUSTER)
+    from omegaconf import OmegaConf
+
+    sweep = tmp_path / "sweep"
+    tiny = [a for a in TINY if not a.startswith(("optimizer.lr=", "model.num_hidden="))]
+    result = train(["-m", "hydra/sweeper=v15_lr_topk", "hydra.sweeper.n_trials=3", *tiny, "model.num_hidden=choice(32,-1)",
+                    "dataset.val_size=200", "logger=none", f"hydra.sweep.dir={sweep}"], tmp_path)
+    output = result.stdout + result.stderr
+    records = {job: summary(sweep / str(job)) for job in range(3)}
+    failed = [job for job, record in records.items() if record["status"] == "failed"]
+    finished = [job for job, record in records.items() if record["status"] == "finished"]
+    assert failed and finished and len(failed) + len(finished) == 3, records  # sampler seed 0: one of each at least
+    assert result.returncode == 1 and "Traceback" not in output, output[-3000:]
+    assert f"did not finish: job {failed[0]} (" in output.strip().splitlines()[-1]
+    results = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert results.best_value == pytest.approx(max(records[job]["best/val/acc"] for job in finished))
+    assert results.best_params["model.num_hidden"] == 32
+
+    refused = train(["-m", "hydra/sweeper=v15_lr_topk", "hydra.sweeper.n_trials=0", f"hydra.sweep.dir={tmp_path / 'none'}"], tmp_path)
+    lines = (refused.stdout + refused.stderr).strip().splitlines()
+    assert refused.returncode == 1 and lines == ["error: hydra.sweeper.n_trials=0: must be a whole number of trials from 1"]
+    assert not (tmp_path / "none").exists()
+
+
 def torchrun(args: list[str], cwd: Path, processes: int = 2) -> subprocess.CompletedProcess[str]:
     """``torchrun --standalone --nproc_per_node=<processes> train.py *args`` from ``cwd`` (gloo on the CPU)."""
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
