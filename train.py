@@ -201,8 +201,9 @@ def stopped(outcome: Outcome, kept: str = "") -> float:
 def torchrun_args(argv: list[str]) -> list[str]:
     """``argv`` for one of torchrun's processes: every rank writes into the one folder rank 0 picks (its
     ``hydra.run.dir``, default timestamped), and only rank 0 writes Hydra's files and train.log there."""
-    if any(a in ("-m", "--multirun") for a in argv):
-        raise SystemExit("error: -m: a sweep cannot run under torchrun; start torchrun once per run (docs/scaling.md)")
+    sweep = next((a for a in argv if a in ("-m", "--multirun") or a.replace(" ", "").upper() == "HYDRA.MODE=MULTIRUN"), None)
+    if sweep is not None:
+        raise SystemExit(f"error: {sweep}: a sweep cannot run under torchrun; start torchrun once per run (docs/scaling.md)")
     extra = []
     if not any(a.startswith("hydra.run.dir=") for a in argv):
         # conf/config.yaml's run folder, its ${now:...} fields filled with rank 0's time (ranks start apart).

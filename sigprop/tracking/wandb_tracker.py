@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -60,15 +61,23 @@ def has_api_key(url: str) -> bool:
     return bool(wandb_settings().api_key)
 
 
-def answers(url: str, timeout: float) -> bool:
-    """Whether the server at ``url`` answers an HTTP request within ``timeout`` seconds (any HTTP status counts)."""
+def unanswered(url: str, timeout: float) -> str | None:
+    """Why the server at ``url`` does not answer an HTTP request within ``timeout`` seconds (``None`` when it
+    answers, with any HTTP status): refused, not found, or silent, so the message says which."""
     try:
         with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
-            return True
+            return None
     except urllib.error.HTTPError:  # it answered, if only with an error status
-        return True
-    except (OSError, ValueError):  # refused, unreachable, timed out, or not an http(s) URL
-        return False
+        return None
+    except ValueError as err:  # not an http(s) URL
+        return f"{url} is not a server address ({err})"
+    except (urllib.error.URLError, OSError) as err:
+        cause = getattr(err, "reason", err)
+        if isinstance(cause, (TimeoutError, socket.timeout)):
+            return f"the W&B server {url} did not answer within {timeout:.0f} s"
+        if isinstance(cause, ConnectionRefusedError):
+            return f"the W&B server {url} refused the connection (nothing listens there)"
+        return f"the W&B server {url} cannot be reached ({getattr(cause, 'strerror', None) or cause})"
 
 
 PHASES = ("train", "val", "test")
@@ -191,9 +200,10 @@ class WandbTracker:
         if chosen is None and not has_api_key(url):
             return "offline"
         probe = self.timeout / 3
-        if answers(url, probe):
+        problem = unanswered(url, probe)
+        if problem is None:
             return "online"
-        return self._offline_or_fail(f"the W&B server {url} did not answer within {probe:.0f} s", chosen)
+        return self._offline_or_fail(problem, chosen)
 
     def _offline_or_fail(self, problem: str, chosen: str | None) -> str:
         if chosen == "online":

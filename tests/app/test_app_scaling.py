@@ -180,3 +180,11 @@ def test_torchrun_refuses_a_batch_size_the_processes_cannot_split(tmp_path: Path
     assert result.returncode != 0
     assert result.stderr.splitlines()[0] == "error: batch_size=51: must be divisible by the 2 processes torchrun started"
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("sweep", ["-m", "hydra.mode=MULTIRUN"])
+def test_torchrun_refuses_a_sweep(tmp_path: Path, sweep: str) -> None:
+    result = torchrun([*TINY, "logger=none", sweep, f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[0] == f"error: {sweep}: a sweep cannot run under torchrun; start torchrun once per run (docs/scaling.md)"
+    assert not (tmp_path / "sweep").exists()

@@ -105,6 +105,22 @@ def test_wandb_silent_server_costs_at_most_the_timeout(silent_server: str, monke
 
 
 @pytest.mark.usefixtures("no_credentials")
+def test_wandb_refused_port_is_named_as_refused_at_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A server address where nothing listens: online stops with one line saying the connection was refused
+    (not that it "did not answer within" the timeout), without waiting for the timeout."""
+    with socket.socket() as probe:  # a free port, closed again: connecting to it is refused
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("WANDB_BASE_URL", url)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    fresh_wandb_settings()
+    start = time.monotonic()
+    with pytest.raises(TrackerError, match=f"^W&B online: the W&B server {url} refused the connection"):
+        WandbTracker(tmp_path, mode="online", timeout=30).resolve_mode()
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.usefixtures("no_credentials")
 def test_wandb_mistakes_are_one_line_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="^logger.mode=online needs a W&B API key"):
         WandbTracker(tmp_path, mode="online")
