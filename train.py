@@ -223,6 +223,10 @@ def multirun_flag_first(argv: list[str]) -> list[str]:
 def run() -> None:
     """The command line: ``python train.py [overrides]``, alone, as a sweep (``-m``) or under torchrun."""
     sys.argv = multirun_flag_first(sys.argv)
+    try:
+        sys.argv = rundir.resume_argv(sys.argv)  # resume=<folder>: that run's own settings, then the command line's
+    except config.ConfigError as err:
+        fail(err)
     if parallel.torchrun_world() is not None:  # started by torchrun: one run on several processes
         parallel.start_process_group()
         sys.argv = torchrun_args(sys.argv)

@@ -189,7 +189,8 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
-def _resumable(key: str) -> bool:
+def resumable(key: str) -> bool:
+    """Whether the setting ``key`` (``epochs``, ``logger.mode``, ...) may change when a run is resumed."""
     return any(key == k or key.startswith(f"{k}.") for k in RESUMABLE)
 
 
@@ -200,7 +201,7 @@ def resume_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     saved_raw, now_raw = _flatten(saved["raw"]), _flatten(now["raw"])
     differences = []
     for key in dict.fromkeys([*saved_values, *now_values]):
-        if _resumable(key):
+        if resumable(key):
             continue
         raw = saved_raw.get(key)
         if isinstance(raw, str) and "${" in raw and raw == now_raw.get(key):

@@ -10,6 +10,7 @@ import math
 import os
 import pickle
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,12 +183,20 @@ def test_resume_refuses_other_settings_in_one_line_before_writing(tmp_path: Path
     result = train([*TINY, *changed, "epochs=2", "logger=none", f"resume={first}", f"hydra.run.dir={resumed}"], tmp_path)
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
+    assert f"{' '.join(changed)} would change them" in line, line  # the folder's own overrides (TINY) are not named
+    assert not resumed.exists()  # refused before Hydra wrote anything
+    # A checkpoint without its run folder's record is checked key by key against the config it stores.
+    elsewhere = tmp_path / "elsewhere.pt"
+    shutil.copy(first / "checkpoint.pt", elsewhere)
+    result = train([*TINY, *changed, "epochs=2", "logger=none", f"resume={elsewhere}", f"hydra.run.dir={resumed}"], tmp_path)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
     for difference in ("optimizer.lr=0.1 (checkpoint: 0.002)", "scheduler.milestones=[5] (checkpoint: [1])",
                        "dataset._target_=sigprop.data.datasets.MNIST (checkpoint: sigprop.data.datasets.Embedded)",
                        "optimizer._target_=torch.optim.SGD (checkpoint: torch.optim.Adam)",
                        "optimizer.momentum=0.9 (checkpoint: (not set))"):
         assert difference in line, line
-    assert not resumed.exists()  # refused before Hydra wrote anything
+    assert not resumed.exists()
     # What may change when continuing: epochs, threads, logger.*; the record is what ran.
     train_ok([*TINY, "epochs=2", "threads=1", "logger=none", f"resume={first}", f"hydra.run.dir={resumed}"], tmp_path)
     recorded = compose_config([*TINY, "epochs=2", "threads=1", "logger=none"])

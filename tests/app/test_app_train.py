@@ -75,6 +75,28 @@ def test_resume_gives_the_metrics_of_an_uninterrupted_run(tmp_path: Path) -> Non
     assert (tmp_path / "first" / "metrics.jsonl").read_text().count("\n") == 1  # the first run is left as it was
 
 
+def test_resume_of_a_sweep_job_takes_its_settings_from_its_folder(tmp_path: Path) -> None:
+    """``resume=<job folder> epochs=N`` alone continues that job with its own overrides (its
+    ``.hydra/overrides.yaml``), to the metrics of an uninterrupted run; a setting that would change it is refused
+    in one line naming it, before anything is written."""
+    args = [*TINY, "model.dropout=0.1", "logger=none"]
+    sweep = tmp_path / "sweep"
+    train_ok(["-m", *args, "loss=v9,v15", f"hydra.sweep.dir={sweep}"], tmp_path)
+    train_ok([*args, "loss=v9", "epochs=2", f"hydra.run.dir={tmp_path / 'full'}"], tmp_path)
+    train_ok([f"resume={sweep / '0'}", "epochs=2", f"hydra.run.dir={tmp_path / 'resumed'}"], tmp_path)
+    full, resumed = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "resumed")
+    assert [row["epoch"] for row in resumed] == [1, 2] and without_timing(resumed) == without_timing(full)
+    # The new folder records the settings it ran with, so it can itself be resumed the same way.
+    assert "loss=v9" in (tmp_path / "resumed" / ".hydra" / "overrides.yaml").read_text()
+
+    refused = tmp_path / "refused"
+    result = train([f"resume={sweep / '0'}", "epochs=2", "loss=v15", f"hydra.run.dir={refused}"], tmp_path)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: resume={sweep / '0'} continues that run") and "loss=v15 would change" in line, line
+    assert not refused.exists()
+
+
 @pytest.mark.slow
 def test_same_command_twice_gives_the_same_metrics(tmp_path: Path) -> None:
     args = [*TINY, "epochs=2", "logger=none", "signal=context", "loss=v9"]
