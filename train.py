@@ -45,7 +45,7 @@ from sigprop.engine.interrupt import Interrupted, StopSignals
 from sigprop.engine.outcome import Outcome, check_finite, outcome_of
 from sigprop.engine.step import TrainStep
 from sigprop.tracking import Trackers
-from sigprop.tracking.jsonl import SUMMARY_FILE, write_summary
+from sigprop.tracking.jsonl import METRICS_FILE, SUMMARY_FILE, write_summary
 
 log = logging.getLogger("train")
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"  # conf/config.yaml: the run's config, also read by torchrun_args
@@ -105,6 +105,30 @@ def build(cfg: DictConfig, info: rundir.RunInfo) -> parts.Job:
     )
 
 
+def record_early_stop(run_dir: Path, outcome: Outcome) -> None:
+    """``summary.json`` for a run that stopped before training (no epoch completed): every run folder that was
+    created ends with its record and the reason. Written only by the process that writes the run's files, and
+    never where a record is already (another run's folder that ``build`` refused, or a job started again into
+    its own folder by a cluster's scheduler, whose record stays as it is)."""
+    world = parallel.torchrun_world()
+    if (world is not None and world[0] != 0) or not run_dir.is_dir():
+        return
+    if any((run_dir / name).exists() for name in (SUMMARY_FILE, METRICS_FILE, checkpoint.CHECKPOINT_FILE)):
+        return
+    try:
+        write_summary(run_dir, {"last_epoch": 0, "reason": outcome.reason}, outcome.status)
+    except OSError as err:  # e.g. a full disk: the run's own line still says why it stopped
+        log.error("%s could not be written: %s", run_dir / SUMMARY_FILE, config.one_line(err))
+
+
+def note_in_log(line: str) -> None:
+    """``line`` as an error in the run's log file (train.log) only: the terminal shows it once, on stderr."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, line, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def fail(err: BaseException) -> NoReturn:
     """Stop with a configuration problem as one line on stderr and exit status 1."""
     raise SystemExit(f"error: {config.one_line(err)}") from None
@@ -123,14 +147,15 @@ def main(cfg: DictConfig) -> float:
         # 1. Build: the data, the assembled model and its training step, the loaders, the trackers.
         try:
             job = build(cfg, rundir.hydra_run_info())
-        except (config.ConfigError, OmegaConfBaseException) as err:
-            if not in_sweep():
+        except BaseException as err:  # noqa: BLE001 - recorded in the run's folder, then reported as below
+            setting = isinstance(err, (config.ConfigError, OmegaConfBaseException))
+            outcome = Outcome("failed", config.one_line(err), err) if setting else outcome_of(err)
+            record_early_stop(Path(cfg.run_dir), outcome)
+            if setting and not in_sweep():
+                note_in_log(f"error: {outcome.reason}")
                 fail(err)
-            # In a sweep a setting that does not fit the data fails this job alone; the others run. A job started
-            # again into its own folder (requeued by a cluster's scheduler) leaves that run's record as it is.
-            if not (Path(cfg.run_dir) / SUMMARY_FILE).exists():
-                write_summary(cfg.run_dir, {"last_epoch": 0, "reason": config.one_line(err)}, "failed")
-            return stopped(Outcome("failed", config.one_line(err), err))
+            # In a sweep a setting that does not fit the data fails this job alone; the others run.
+            return stopped(outcome)
         if cfg.print_config:
             log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
         log.info(job.describe())
@@ -192,6 +217,7 @@ def stopped(outcome: Outcome, kept: str = "") -> float:
         log.error("%s: %s", outcome.status, line, exc_info=None if outcome.expected else error)
         return math.nan
     if outcome.expected or error is None:
+        note_in_log(f"error: {line}")
         raise SystemExit(f"error: {line}")
     log.error(line)
     raise error
