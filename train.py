@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -103,6 +104,42 @@ def build(cfg: DictConfig, info: rundir.RunInfo) -> parts.Job:
         cfg, config.run_config(cfg), device, data, step, loaders, tracker, info.run_dir, dict(choices),
         start_epoch, history, data_parallel,
     )
+
+
+def keep_resumed_checkpoint(job: parts.Job) -> None:
+    """A resumed run that stops before its first new epoch ends has written no checkpoint of its own: its folder
+    gets a copy of the one it started from (the epoch its metrics.jsonl and summary.json end with), so it can be
+    resumed like any other. Best effort (e.g. a full disk): ``kept`` says where the epoch is."""
+    target = job.run_dir / checkpoint.CHECKPOINT_FILE
+    if not job.writes or job.cfg.resume is None or target.exists():
+        return
+    part = target.with_name(f"{target.name}{rundir.PART_SUFFIX}")
+    try:
+        shutil.copyfile(config.checkpoint_path(job.cfg.resume), part)
+        os.replace(part, target)
+    except OSError as err:
+        log.warning("could not copy the resumed checkpoint into %s: %s", job.run_dir, config.one_line(err))
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def kept(job: parts.Job, last_epoch: int, status: str) -> str:
+    """What the folder of a run that did not finish holds, as it is on disk: the epoch kept and the files that
+    hold it, and whether summary.json was written (a full disk may refuse it)."""
+    folder = job.run_dir
+    files = [name for name in (checkpoint.CHECKPOINT_FILE, METRICS_FILE) if (folder / name).is_file() and (folder / name).stat().st_size]
+    if not last_epoch:
+        line = f"{folder}: no epoch completed"
+    elif checkpoint.CHECKPOINT_FILE in files or not job.writes:
+        line = f"{folder} keeps epoch {last_epoch} ({', '.join(files) or 'checkpoint.pt, metrics.jsonl'})"
+    elif job.cfg.resume is not None:
+        line = f"epoch {last_epoch} is in {config.checkpoint_path(job.cfg.resume)} (resume from there)"
+    else:
+        line = f"{folder} holds no checkpoint of epoch {last_epoch}"
+    if not job.writes:
+        return f"{line}; summary.json says {status}"
+    recorded, _ = rundir.job_record(folder) if (folder / SUMMARY_FILE).is_file() else (None, "")
+    return f"{line}; summary.json says {status}" if recorded == status else f"{line}; summary.json could not be written"
 
 
 def record_early_stop(run_dir: Path, outcome: Outcome) -> None:
@@ -191,6 +228,8 @@ def main(cfg: DictConfig) -> float:
         last_epoch = int(history[-1]["epoch"]) if history else 0
         result = {"last_epoch": last_epoch, **summary.summarize(history)}
         with signals.held():
+            if outcome.status != "finished" and last_epoch:
+                keep_resumed_checkpoint(job)
             try:
                 job.tracker.finish(result | ({"reason": outcome.reason} if outcome.reason else {}), outcome.status)
             except Exception as err:  # noqa: BLE001 - e.g. a full disk: the outcome says so
@@ -199,8 +238,7 @@ def main(cfg: DictConfig) -> float:
             if job.writes:
                 rundir.remove_parts(job.run_dir)
         if outcome.status != "finished":
-            kept = f"{job.run_dir} keeps epoch {last_epoch} (checkpoint.pt, metrics.jsonl)" if last_epoch else f"{job.run_dir}: no epoch completed"
-            return stopped(outcome, f"{kept}; summary.json says {outcome.status}")
+            return stopped(outcome, kept(job, last_epoch, outcome.status))
     log.info("%s; run folder %s", summary.describe_summary(result), job.run_dir)
     return result.get("best/val/acc", result["final/test/acc"])
 
