@@ -112,10 +112,27 @@ def check_settings(cfg: DictConfig) -> None:
     refused = problems(cfg)
     if refused:
         raise ConfigError("; ".join(refused))
+    check_run_dir(cfg)
     resolve_device(_select(cfg, "device"))
     resume = _select(cfg, "resume")
     if resume is not None:
         checkpoint_path(resume)
+
+
+RUN_DIR = "${hydra:runtime.output_dir}"  # conf/config.yaml's run_dir: the folder Hydra made for this run
+
+
+def check_run_dir(cfg: DictConfig) -> None:
+    """``run_dir`` is the folder Hydra created for this run, not a setting: pointed elsewhere, the run would write
+    its record into a folder it does not own (another run's). Its place is chosen with ``hydra.run.dir``."""
+    if "run_dir" not in cfg:
+        return
+    raw = OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["run_dir"]), resolve=False)["run_dir"]  # type: ignore[index]
+    if raw != RUN_DIR:
+        raise ConfigError(
+            f"run_dir={raw}: run_dir is the folder Hydra creates for the run; choose it with hydra.run.dir= "
+            "(a sweep's with hydra.sweep.dir=)"
+        )
 
 
 def _select(cfg: DictConfig, key: str) -> Any:

@@ -59,6 +59,19 @@ def check_new_run_dir(run_dir: Path, setting: str = "hydra.run.dir") -> None:
             raise ConfigError(f"{run_dir} already holds a run ({name}): give the new run its own folder ({setting})")
 
 
+def check_unused_folder(folder: str, setting: str, output_subdir: str | None = ".hydra") -> Path:
+    """``folder`` (a ``hydra.run.dir``), checked before Hydra writes anything there: not empty (that would be the
+    current directory) and holding no other run's record (its metrics, checkpoint, summary.json or Hydra's
+    ``.hydra/``: a finished or failed run's folder stays as it is). Raises ``ConfigError`` naming ``setting``."""
+    if not str(folder).strip():
+        raise ConfigError(f"{setting} is empty: give the run a folder of its own ({setting}=outputs/<name>)")
+    path = Path(folder)
+    for name in (METRICS_FILE, CHECKPOINT_FILE, SUMMARY_FILE, *([output_subdir] if output_subdir else [])):
+        if (path / name).exists():
+            raise ConfigError(f"{path} already holds a run ({name}): give the new run its own folder ({setting})")
+    return path
+
+
 def job_record(run_dir: Path) -> tuple[str, str]:
     """``(status, reason)`` of the run in ``run_dir`` as its ``summary.json`` records it (``failed`` without one)."""
     try:

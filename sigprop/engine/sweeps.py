@@ -78,19 +78,20 @@ class ConfigCheck(Callback):
         self.failed: list[str] = []
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        run_dir = Path(config.hydra.run.dir)
         try:
             check_config(config)
             world = torchrun_world()
             if world is not None and world[0] != 0:
                 return  # a torchrun run: rank 0 claims the folder all ranks share
-            # Before Hydra writes its .hydra/ files there: an earlier run's folder stays untouched.
-            rundir.check_new_run_dir(run_dir)
+            # Before Hydra writes its .hydra/ files there: an earlier run's folder, finished or failed, stays untouched.
+            run_dir = rundir.check_unused_folder(config.hydra.run.dir, "hydra.run.dir", config.hydra.output_subdir)
             rundir.claim(run_dir)
         except (ConfigError, HydraException, OmegaConfBaseException) as err:
             raise SystemExit(f"error: {one_line(err)}") from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not str(config.hydra.sweep.dir).strip():
+            raise SystemExit("error: hydra.sweep.dir is empty: give the sweep a folder of its own (hydra.sweep.dir=multirun/<name>)")
         sweep_dir = Path(config.hydra.sweep.dir)
         earlier = next(sweep_dir.glob(f"*/{METRICS_FILE}"), None) if sweep_dir.is_dir() else None
         if earlier is not None:

@@ -372,3 +372,29 @@ def test_a_summary_the_full_disk_refused_is_not_claimed(tmp_path: Path) -> None:
         assert not (run_dir / "summary.json").exists() and checkpoint_epoch(run_dir) == 1
     finally:
         subprocess.run(["umount", str(tight)], check=True)
+
+
+@pytest.mark.slow
+def test_a_record_is_written_only_by_the_run_that_owns_the_folder(tmp_path: Path) -> None:
+    """A sweep whose job 0 fails on its data (a subset beyond the dataset) and whose job 1 finishes: neither
+    folder can be taken by a later run, through ``hydra.run.dir=`` or ``run_dir=``, and an empty
+    ``hydra.run.dir=`` (the current directory) is refused; each in one line, before anything is written."""
+    sweep = tmp_path / "sweep"
+    train(["-m", *TINY, "logger=none", "dataset.train_subset=99999,1000", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert summary(sweep / "0")["status"] == "failed" and summary(sweep / "1")["status"] == "finished"
+    before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    cases = {
+        f"hydra.run.dir={sweep / '0'}": f"error: {sweep / '0'} already holds a run (summary.json)",
+        f"hydra.run.dir={sweep / '1'}": f"error: {sweep / '1'} already holds a run (metrics.jsonl)",
+        f"run_dir={sweep / '0'}": f"error: run_dir={sweep / '0'}: run_dir is the folder Hydra creates for the run",
+        "hydra.run.dir=": "error: hydra.run.dir is empty",
+    }
+    for override, message in cases.items():
+        result = train([*TINY, "logger=none", override], cwd)
+        assert result.returncode == 1
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(message), (override, line)
+    assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
+    assert list(cwd.iterdir()) == []  # nothing written where train.py was started (no outputs/ either)
