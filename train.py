@@ -153,7 +153,8 @@ def record_early_stop(run_dir: Path, outcome: Outcome) -> None:
     if any((run_dir / name).exists() for name in (SUMMARY_FILE, METRICS_FILE, checkpoint.CHECKPOINT_FILE)):
         return
     try:
-        write_summary(run_dir, {"last_epoch": 0, "reason": outcome.reason}, outcome.status)
+        world_size = world[1] if world is not None else 1
+        write_summary(run_dir, {"last_epoch": 0, "world_size": world_size, "reason": outcome.reason}, outcome.status)
     except OSError as err:  # e.g. a full disk: the run's own line still says why it stopped
         log.error("%s could not be written: %s", run_dir / SUMMARY_FILE, config.one_line(err))
 
@@ -201,7 +202,7 @@ def main(cfg: DictConfig) -> float:
         # 2. Train: every epoch's metrics go to metrics.jsonl and W&B, then checkpoint.pt is replaced.
         outcome = Outcome("finished")
         try:
-            job.tracker.start(parts.tracker_config(cfg, job.choices))
+            job.tracker.start(parts.tracker_config(cfg, job.choices, job.world_size))
             for row in history:  # a resumed run's earlier epochs, so its record is complete
                 job.tracker.log(row, int(row["epoch"]))
             progress = parts.show_progress(cfg) and job.writes
@@ -226,7 +227,7 @@ def main(cfg: DictConfig) -> float:
 
         # 3. Finish: the record says how the run ended and which epoch the checkpoint holds.
         last_epoch = int(history[-1]["epoch"]) if history else 0
-        result = {"last_epoch": last_epoch, **summary.summarize(history)}
+        result = {"last_epoch": last_epoch, "world_size": job.world_size, **summary.summarize(history)}
         with signals.held():
             if outcome.status != "finished" and last_epoch:
                 keep_resumed_checkpoint(job)

@@ -12,6 +12,7 @@ their jobs as they go: for them nothing is listed and each job is checked when i
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from . import rundir
 from .checks import check_config
 from .config import ConfigError, one_line
 from .parallel import torchrun_world
+
+log = logging.getLogger("sweep")
 
 # The class name Hydra's sweeper config gives its basic sweeper (hydra/sweeper/basic).
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -133,5 +136,12 @@ class ConfigCheck(Callback):
             for num, overrides, run_dir in started_jobs(Path(config.hydra.sweep.dir), config.hydra.output_subdir):
                 self.jobs += 1
                 self._record(num, overrides, *rundir.job_record(run_dir))
+        sweep_dir = config.hydra.sweep.dir
+        where = f"results in {sweep_dir} (python experiments/compare.py {sweep_dir})"
         if self.failed:
-            raise SystemExit(f"error: {len(self.failed)} of {self.jobs} jobs did not finish: {'; '.join(self.failed)}")
+            raise SystemExit(
+                f"error: {len(self.failed)} of {self.jobs} jobs did not finish: {'; '.join(self.failed)}; "
+                f"{self.jobs - len(self.failed)} finished; {where}"
+            )
+        if self.jobs:
+            log.info("sweep done: %d of %d jobs finished; %s", self.jobs, self.jobs, where)

@@ -33,7 +33,7 @@ def test_training_refuses_mnist_labels_beyond_the_classes(mnist_source: Path, tm
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
     # The folder Hydra created says how the run ended: summary.json and the same line at the end of train.log.
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary == {"status": "failed", "last_epoch": 0, "reason": line.removeprefix("error: ")}
+    assert summary == {"status": "failed", "last_epoch": 0, "world_size": 1, "reason": line.removeprefix("error: ")}
     assert (tmp_path / "run" / "train.log").read_text().rstrip().endswith(f"[train][ERROR] - {line}")
 
 

@@ -18,8 +18,11 @@ def test_sweep_writes_one_run_per_job_with_offline_wandb(tmp_path: Path) -> None
     sweep = tmp_path / "sweep"
     # Overrides on both sides of -m, as in the README's `python train.py signal=projection loss=v9 -m epochs=3`;
     # settings that do not change results (threads, tags, step.mode) stay out of the run names.
-    train_ok(["loss=v9,v15", "-m", "logger=wandb", *TINY, "seed=0", "threads=1", "logger.tags=[mine]",
-              "step.mode=layerwise", f"hydra.sweep.dir={sweep}"], tmp_path)
+    result = train_ok(["loss=v9,v15", "-m", "logger=wandb", *TINY, "seed=0", "threads=1", "logger.tags=[mine]",
+                       "step.mode=layerwise", f"hydra.sweep.dir={sweep}"], tmp_path)
+    # One closing line: how many jobs finished and where the results are.
+    closing = result.stdout.strip().splitlines()[-1]
+    assert closing.endswith(f"sweep done: 2 of 2 jobs finished; results in {sweep} (python experiments/compare.py {sweep})")
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1"]
     sweep_id = f"{tmp_path.name}_sweep"  # the sweep folder's last two parts
@@ -38,6 +41,8 @@ def test_sweep_writes_one_run_per_job_with_offline_wandb(tmp_path: Path) -> None
         assert not any(item.startswith(("threads", "logger", "step.", "hydra")) for item in name)
         assert run.run_group == ",".join(n for n in name if n != "seed=0")  # the seeds of one configuration share it
         assert run.job_type == "sigprop"
+        config = {item.key: json.loads(item.value_json) for item in run.config.update}
+        assert config["world_size"] in (1, {"value": 1}) and json.loads((job / "summary.json").read_text())["world_size"] == 1
         assert list(run.tags) == ["mine", "dataset=embedded", "model=mlp_small", "propagator=loss",
                                   "signal=projection", f"loss={loss}", "optimizer=adam", f"sweep={sweep_id}"]
         # One history row per epoch (the layers table goes to the summary), and the best values declared.
