@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,7 +46,7 @@ from sigprop.engine.interrupt import Interrupted, StopSignals
 from sigprop.engine.outcome import Outcome, check_finite, outcome_of
 from sigprop.engine.step import TrainStep
 from sigprop.tracking import Trackers
-from sigprop.tracking.jsonl import SUMMARY_FILE, write_summary
+from sigprop.tracking.jsonl import METRICS_FILE, SUMMARY_FILE, write_summary
 from sigprop.utils import one_line
 
 log = logging.getLogger("train")
@@ -106,6 +107,67 @@ def build(cfg: DictConfig, info: rundir.RunInfo) -> parts.Job:
     )
 
 
+def keep_resumed_checkpoint(job: parts.Job) -> None:
+    """A resumed run that stops before its first new epoch ends has written no checkpoint of its own: its folder
+    gets a copy of the one it started from (the epoch its metrics.jsonl and summary.json end with), so it can be
+    resumed like any other. Best effort (e.g. a full disk): ``kept`` says where the epoch is."""
+    target = job.run_dir / checkpoint.CHECKPOINT_FILE
+    if not job.writes or job.cfg.resume is None or target.exists():
+        return
+    part = target.with_name(f"{target.name}{rundir.PART_SUFFIX}")
+    try:
+        shutil.copyfile(config.checkpoint_path(job.cfg.resume), part)
+        os.replace(part, target)
+    except OSError as err:
+        log.warning("could not copy the resumed checkpoint into %s: %s", job.run_dir, one_line(err))
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def kept(job: parts.Job, last_epoch: int, status: str) -> str:
+    """What the folder of a run that did not finish holds, as it is on disk: the epoch kept and the files that
+    hold it, and whether summary.json was written (a full disk may refuse it)."""
+    folder = job.run_dir
+    files = [name for name in (checkpoint.CHECKPOINT_FILE, METRICS_FILE) if (folder / name).is_file() and (folder / name).stat().st_size]
+    if not last_epoch:
+        line = f"{folder}: no epoch completed"
+    elif checkpoint.CHECKPOINT_FILE in files or not job.writes:
+        line = f"{folder} keeps epoch {last_epoch} ({', '.join(files) or 'checkpoint.pt, metrics.jsonl'})"
+    elif job.cfg.resume is not None:
+        line = f"epoch {last_epoch} is in {config.checkpoint_path(job.cfg.resume)} (resume from there)"
+    else:
+        line = f"{folder} holds no checkpoint of epoch {last_epoch}"
+    if not job.writes:
+        return f"{line}; summary.json says {status}"
+    recorded, _ = rundir.job_record(folder) if (folder / SUMMARY_FILE).is_file() else (None, "")
+    return f"{line}; summary.json says {status}" if recorded == status else f"{line}; summary.json could not be written"
+
+
+def record_early_stop(run_dir: Path, outcome: Outcome) -> None:
+    """``summary.json`` for a run that stopped before training (no epoch completed): every run folder that was
+    created ends with its record and the reason. Written only by the process that writes the run's files, and
+    never where a record is already (another run's folder that ``build`` refused, or a job started again into
+    its own folder by a cluster's scheduler, whose record stays as it is)."""
+    world = parallel.torchrun_world()
+    if (world is not None and world[0] != 0) or not run_dir.is_dir():
+        return
+    if any((run_dir / name).exists() for name in (SUMMARY_FILE, METRICS_FILE, checkpoint.CHECKPOINT_FILE)):
+        return
+    try:
+        world_size = world[1] if world is not None else 1
+        write_summary(run_dir, {"last_epoch": 0, "world_size": world_size, "reason": outcome.reason}, outcome.status)
+    except OSError as err:  # e.g. a full disk: the run's own line still says why it stopped
+        log.error("%s could not be written: %s", run_dir / SUMMARY_FILE, one_line(err))
+
+
+def note_in_log(line: str) -> None:
+    """``line`` as an error in the run's log file (train.log) only: the terminal shows it once, on stderr."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, line, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def fail(err: BaseException) -> NoReturn:
     """Stop with a configuration problem as one line on stderr and exit status 1."""
     raise SystemExit(f"error: {one_line(err)}") from None
@@ -124,14 +186,15 @@ def main(cfg: DictConfig) -> float:
         # 1. Build: the data, the assembled model and its training step, the loaders, the trackers.
         try:
             job = build(cfg, rundir.hydra_run_info())
-        except (config.ConfigError, OmegaConfBaseException) as err:
-            if not in_sweep():
+        except BaseException as err:  # noqa: BLE001 - recorded in the run's folder, then reported as below
+            setting = isinstance(err, (config.ConfigError, OmegaConfBaseException))
+            outcome = Outcome("failed", one_line(err), err) if setting else outcome_of(err)
+            record_early_stop(Path(cfg.run_dir), outcome)
+            if setting and not in_sweep():
+                note_in_log(f"error: {outcome.reason}")
                 fail(err)
-            # In a sweep a setting that does not fit the data fails this job alone; the others run. A job started
-            # again into its own folder (requeued by a cluster's scheduler) leaves that run's record as it is.
-            if not (Path(cfg.run_dir) / SUMMARY_FILE).exists():
-                write_summary(cfg.run_dir, {"last_epoch": 0, "reason": one_line(err)}, "failed")
-            return stopped(Outcome("failed", one_line(err), err))
+            # In a sweep a setting that does not fit the data fails this job alone; the others run.
+            return stopped(outcome)
         if cfg.print_config:
             log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
         log.info(job.describe())
@@ -140,7 +203,7 @@ def main(cfg: DictConfig) -> float:
         # 2. Train: every epoch's metrics go to metrics.jsonl and W&B, then checkpoint.pt is replaced.
         outcome = Outcome("finished")
         try:
-            job.tracker.start(parts.tracker_config(cfg, job.choices))
+            job.tracker.start(parts.tracker_config(cfg, job.choices, job.world_size))
             for row in history:  # a resumed run's earlier epochs, so its record is complete
                 job.tracker.log(row, int(row["epoch"]))
             progress = parts.show_progress(cfg) and job.writes
@@ -165,8 +228,10 @@ def main(cfg: DictConfig) -> float:
 
         # 3. Finish: the record says how the run ended and which epoch the checkpoint holds.
         last_epoch = int(history[-1]["epoch"]) if history else 0
-        result = {"last_epoch": last_epoch, **summary.summarize(history)}
+        result = {"last_epoch": last_epoch, "world_size": job.world_size, **summary.summarize(history)}
         with signals.held():
+            if outcome.status != "finished" and last_epoch:
+                keep_resumed_checkpoint(job)
             try:
                 job.tracker.finish(result | ({"reason": outcome.reason} if outcome.reason else {}), outcome.status)
             except Exception as err:  # noqa: BLE001 - e.g. a full disk: the outcome says so
@@ -175,8 +240,7 @@ def main(cfg: DictConfig) -> float:
             if job.writes:
                 rundir.remove_parts(job.run_dir)
         if outcome.status != "finished":
-            kept = f"{job.run_dir} keeps epoch {last_epoch} (checkpoint.pt, metrics.jsonl)" if last_epoch else f"{job.run_dir}: no epoch completed"
-            return stopped(outcome, f"{kept}; summary.json says {outcome.status}")
+            return stopped(outcome, kept(job, last_epoch, outcome.status))
     log.info("%s; run folder %s", summary.describe_summary(result), job.run_dir)
     return result.get("best/val/acc", result["final/test/acc"])
 
@@ -193,6 +257,7 @@ def stopped(outcome: Outcome, kept: str = "") -> float:
         log.error("%s: %s", outcome.status, line, exc_info=None if outcome.expected else error)
         return math.nan
     if outcome.expected or error is None:
+        note_in_log(f"error: {line}")
         raise SystemExit(f"error: {line}")
     log.error(line)
     raise error
@@ -225,6 +290,10 @@ def multirun_flag_first(argv: list[str]) -> list[str]:
 def run() -> None:
     """The command line: ``python train.py [overrides]``, alone, as a sweep (``-m``) or under torchrun."""
     sys.argv = multirun_flag_first(sys.argv)
+    try:
+        sys.argv = rundir.resume_argv(sys.argv)  # resume=<folder>: that run's own settings, then the command line's
+    except config.ConfigError as err:
+        fail(err)
     if parallel.torchrun_world() is not None:  # started by torchrun: one run on several processes
         parallel.start_process_group()
         sys.argv = torchrun_args(sys.argv)

@@ -97,10 +97,27 @@ def check_settings(cfg: DictConfig) -> None:
     refused = problems(cfg)
     if refused:
         raise ConfigError("; ".join(refused))
+    check_run_dir(cfg)
     resolve_device(_select(cfg, "device"))
     resume = _select(cfg, "resume")
     if resume is not None:
         checkpoint_path(resume)
+
+
+RUN_DIR = "${hydra:runtime.output_dir}"  # conf/config.yaml's run_dir: the folder Hydra made for this run
+
+
+def check_run_dir(cfg: DictConfig) -> None:
+    """``run_dir`` is the folder Hydra created for this run, not a setting: pointed elsewhere, the run would write
+    its record into a folder it does not own (another run's). Its place is chosen with ``hydra.run.dir``."""
+    if "run_dir" not in cfg:
+        return
+    raw = OmegaConf.to_container(OmegaConf.masked_copy(cfg, ["run_dir"]), resolve=False)["run_dir"]  # type: ignore[index]
+    if raw != RUN_DIR:
+        raise ConfigError(
+            f"run_dir={raw}: run_dir is the folder Hydra creates for the run; choose it with hydra.run.dir= "
+            "(a sweep's with hydra.sweep.dir=)"
+        )
 
 
 def _select(cfg: DictConfig, key: str) -> Any:
@@ -174,7 +191,8 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
-def _resumable(key: str) -> bool:
+def resumable(key: str) -> bool:
+    """Whether the setting ``key`` (``epochs``, ``logger.mode``, ...) may change when a run is resumed."""
     return any(key == k or key.startswith(f"{k}.") for k in RESUMABLE)
 
 
@@ -185,7 +203,7 @@ def resume_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     saved_raw, now_raw = _flatten(saved["raw"]), _flatten(now["raw"])
     differences = []
     for key in dict.fromkeys([*saved_values, *now_values]):
-        if _resumable(key):
+        if resumable(key):
             continue
         raw = saved_raw.get(key)
         if isinstance(raw, str) and "${" in raw and raw == now_raw.get(key):

@@ -131,10 +131,11 @@ def make_tracker(logger: functools.partial | None, info: rundir.RunInfo) -> Trac
     return Trackers(trackers)
 
 
-def tracker_config(cfg: DictConfig, choices: Mapping[str, str]) -> dict[str, Any]:
-    """What the trackers record as the run's config: every setting resolved, the group choices and the method."""
+def tracker_config(cfg: DictConfig, choices: Mapping[str, str], world_size: int = 1) -> dict[str, Any]:
+    """What the trackers record as the run's config: every setting resolved, the group choices, the method and
+    the number of processes that train the run (``world_size``: torchrun's, else 1)."""
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return {**resolved, "choices": dict(choices), "method": rundir.method_of(choices)}  # type: ignore[dict-item]
+    return {**resolved, "choices": dict(choices), "method": rundir.method_of(choices), "world_size": world_size}  # type: ignore[dict-item]
 
 
 def show_progress(cfg: DictConfig) -> bool:
@@ -160,6 +161,11 @@ class Job:
     parallel: DataParallel | None = None  # one of several processes started by torchrun
 
     @property
+    def world_size(self) -> int:
+        """How many processes train this one run: torchrun's world size, else 1."""
+        return self.parallel.world_size if self.parallel is not None else 1
+
+    @property
     def writes(self) -> bool:
         """Whether this process writes the run's files (checkpoint; the tracker is empty on the others)."""
         return self.parallel is None or self.parallel.writes
@@ -170,7 +176,10 @@ class Job:
         local = sum(p.numel() for p in local_parameters(model))
         total = local + sum(p.numel() for p in global_parameters(model))
         n = torch.get_num_threads()
-        threads = f" ({n} thread{'s' if n > 1 else ''})" if self.device.type == "cpu" else ""
+        each = " per process" if self.parallel is not None else ""
+        threads = f" ({n} thread{'s' if n > 1 else ''}{each})" if self.device.type == "cpu" else ""
+        if self.parallel is not None:
+            threads += f" in {self.parallel.world_size} processes under torchrun"
         what = ", ".join(label(g, self.choices) for g in ("model", "propagator"))
         data = self.data
         shape = "x".join(map(str, data.input_shape))

@@ -14,16 +14,16 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..tracking.jsonl import METRICS_FILE, SUMMARY_FILE
 from .checkpoint import CHECKPOINT_FILE
-from .config import ConfigError
+from .config import RESUMABLE, ConfigError, resumable
 from .parallel import job_threads
 
 CLAIM_FILE = "run.claim"
@@ -59,6 +59,19 @@ def check_new_run_dir(run_dir: Path, setting: str = "hydra.run.dir") -> None:
             raise ConfigError(f"{run_dir} already holds a run ({name}): give the new run its own folder ({setting})")
 
 
+def check_unused_folder(folder: str, setting: str, output_subdir: str | None = ".hydra") -> Path:
+    """``folder`` (a ``hydra.run.dir``), checked before Hydra writes anything there: not empty (that would be the
+    current directory) and holding no other run's record (its metrics, checkpoint, summary.json or Hydra's
+    ``.hydra/``: a finished or failed run's folder stays as it is). Raises ``ConfigError`` naming ``setting``."""
+    if not str(folder).strip():
+        raise ConfigError(f"{setting} is empty: give the run a folder of its own ({setting}=outputs/<name>)")
+    path = Path(folder)
+    for name in (METRICS_FILE, CHECKPOINT_FILE, SUMMARY_FILE, *([output_subdir] if output_subdir else [])):
+        if (path / name).exists():
+            raise ConfigError(f"{path} already holds a run ({name}): give the new run its own folder ({setting})")
+    return path
+
+
 def job_record(run_dir: Path) -> tuple[str, str]:
     """``(status, reason)`` of the run in ``run_dir`` as its ``summary.json`` records it (``failed`` without one)."""
     try:
@@ -66,6 +79,63 @@ def job_record(run_dir: Path) -> tuple[str, str]:
         return str(summary.get("status", "failed")), str(summary.get("reason", ""))
     except (OSError, ValueError):
         return "failed", f"no readable {SUMMARY_FILE}"
+
+
+# ----------------------------------------------------------------------------- resuming a run
+
+
+def _is_override(arg: str) -> bool:
+    # Hydra's flags start with "-"; their values (--config-name NAME) hold no "=".
+    return not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
+
+
+def _key(override: Any) -> str:
+    return str(override.key_or_group)
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the settings of the run that ``resume=<folder>`` names: the overrides it was started with
+    (``<folder>/.hydra/overrides.yaml``) before the command line's, so ``python train.py resume=<folder>
+    epochs=N`` continues that run as it was configured. On the command line only the settings that may change
+    on resume (``config.RESUMABLE``) and Hydra's own are taken, besides repeats of the run's own overrides;
+    any other is refused with one ``ConfigError`` naming it. Without such a file (a checkpoint.pt elsewhere,
+    ``hydra.output_subdir=null``) ``argv`` is returned as it is, and the checkpoint's check compares them."""
+    positions = [i for i, arg in enumerate(argv) if i > 0 and _is_override(arg)]
+    parser = OverridesParser.create()
+    given = [(arg, parser.parse_override(arg)) for arg in (argv[i] for i in positions)]
+    resume = [o for _, o in given if _key(o) == "resume"]
+    if not resume or resume[-1].is_sweep_override() or resume[-1].value() in (None, ""):
+        return argv
+    where = str(resume[-1].get_value_element_as_str())
+    folder = Path(where).expanduser()
+    if folder.is_file():
+        folder = folder.parent
+    recorded = folder / ".hydra" / "overrides.yaml"
+    if not recorded.is_file():
+        return argv
+    try:
+        saved_args = [str(a) for a in OmegaConf.to_container(OmegaConf.load(recorded))]  # type: ignore[union-attr]
+        saved = [(arg, parser.parse_override(arg)) for arg in saved_args]
+    except Exception as err:  # noqa: BLE001 - a damaged record: named in one line
+        raise ConfigError(f"resume={where}: {recorded} is not a list of Hydra overrides ({err})".splitlines()[0]) from None
+    own = {(_key(o), o.get_value_element_as_str()) for _, o in saved}
+
+    def changeable(o: Any) -> bool:
+        return resumable(_key(o)) or _key(o).startswith(("hydra.", "hydra/"))
+
+    changed = [arg for arg, o in given if not changeable(o) and (_key(o), o.get_value_element_as_str()) not in own]
+    if changed:
+        allowed = ", ".join(f"{k}.*" if k == "logger" else k for k in RESUMABLE if k not in ("resume", "run_dir"))
+        raise ConfigError(
+            f"resume={where} continues that run with its own settings ({recorded}); {' '.join(changed)} would change "
+            f"them: only {allowed} may change (to train other settings, start a new run without resume=)"
+        )
+    command = [arg for arg, o in given if changeable(o)]  # the repeats of the run's own overrides are left out
+    set_here = {_key(parser.parse_override(arg)) for arg in command}
+    kept = [arg for arg, o in saved if _key(o) not in set_here and _key(o) != "resume"]
+    first = positions[0]
+    rest = [arg for i, arg in enumerate(argv) if i > first and i not in positions]
+    return argv[:first] + kept + command + rest
 
 
 # ----------------------------------------------------------------------------- what a run is called

@@ -12,6 +12,7 @@ their jobs as they go: for them nothing is listed and each job is checked when i
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from . import rundir
 from .checks import check_config
 from .config import ConfigError
 from .parallel import torchrun_world
+
+log = logging.getLogger("sweep")
 
 # The class name Hydra's sweeper config gives its basic sweeper (hydra/sweeper/basic).
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -83,19 +86,20 @@ class ConfigCheck(Callback):
         self.failed: list[str] = []
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        run_dir = Path(config.hydra.run.dir)
         try:
             check_config(config)
             world = torchrun_world()
             if world is not None and world[0] != 0:
                 return  # a torchrun run: rank 0 claims the folder all ranks share
-            # Before Hydra writes its .hydra/ files there: an earlier run's folder stays untouched.
-            rundir.check_new_run_dir(run_dir)
+            # Before Hydra writes its .hydra/ files there: an earlier run's folder, finished or failed, stays untouched.
+            run_dir = rundir.check_unused_folder(config.hydra.run.dir, "hydra.run.dir", config.hydra.output_subdir)
             rundir.claim(run_dir)
         except (ConfigError, HydraException, OmegaConfBaseException) as err:
             raise SystemExit(f"error: {one_line(err)}") from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not str(config.hydra.sweep.dir).strip():
+            raise SystemExit("error: hydra.sweep.dir is empty: give the sweep a folder of its own (hydra.sweep.dir=multirun/<name>)")
         sweep_dir = Path(config.hydra.sweep.dir)
         trials = config.hydra.sweeper.get("n_trials", 1)
         if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
@@ -146,5 +150,12 @@ class ConfigCheck(Callback):
             for num, overrides, run_dir in started_jobs(Path(config.hydra.sweep.dir), config.hydra.output_subdir):
                 self.jobs += 1
                 self._record(num, overrides, *rundir.job_record(run_dir))
+        sweep_dir = config.hydra.sweep.dir
+        where = f"results in {sweep_dir} (python experiments/compare.py {sweep_dir})"
         if self.failed:
-            raise SystemExit(f"error: {len(self.failed)} of {self.jobs} jobs did not finish: {'; '.join(self.failed)}")
+            raise SystemExit(
+                f"error: {len(self.failed)} of {self.jobs} jobs did not finish: {'; '.join(self.failed)}; "
+                f"{self.jobs - len(self.failed)} finished; {where}"
+            )
+        if self.jobs:
+            log.info("sweep done: %d of %d jobs finished; %s", self.jobs, self.jobs, where)

@@ -4,6 +4,7 @@ files from the real datasets, changed; real processes of train.py."""
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 import struct
 import zlib
@@ -30,6 +31,10 @@ def test_training_refuses_mnist_labels_beyond_the_classes(mnist_source: Path, tm
     (line,) = result.stderr.strip().splitlines()
     assert line == f"error: {raw / 'train-labels-idx1-ubyte'}: label 12 (sample 100) is not one of the 10 classes (0 to 9)"
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    # The folder Hydra created says how the run ended: summary.json and the same line at the end of train.log.
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary == {"status": "failed", "last_epoch": 0, "world_size": 1, "reason": line.removeprefix("error: ")}
+    assert (tmp_path / "run" / "train.log").read_text().rstrip().endswith(f"[train][ERROR] - {line}")
 
 
 def png_bomb(path: Path, side: int) -> None:

@@ -10,6 +10,7 @@ import math
 import os
 import pickle
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,12 +183,20 @@ def test_resume_refuses_other_settings_in_one_line_before_writing(tmp_path: Path
     result = train([*TINY, *changed, "epochs=2", "logger=none", f"resume={first}", f"hydra.run.dir={resumed}"], tmp_path)
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
+    assert f"{' '.join(changed)} would change them" in line, line  # the folder's own overrides (TINY) are not named
+    assert not resumed.exists()  # refused before Hydra wrote anything
+    # A checkpoint without its run folder's record is checked key by key against the config it stores.
+    elsewhere = tmp_path / "elsewhere.pt"
+    shutil.copy(first / "checkpoint.pt", elsewhere)
+    result = train([*TINY, *changed, "epochs=2", "logger=none", f"resume={elsewhere}", f"hydra.run.dir={resumed}"], tmp_path)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
     for difference in ("optimizer.lr=0.1 (checkpoint: 0.002)", "scheduler.milestones=[5] (checkpoint: [1])",
                        "dataset._target_=sigprop.data.datasets.MNIST (checkpoint: sigprop.data.datasets.Embedded)",
                        "optimizer._target_=torch.optim.SGD (checkpoint: torch.optim.Adam)",
                        "optimizer.momentum=0.9 (checkpoint: (not set))"):
         assert difference in line, line
-    assert not resumed.exists()  # refused before Hydra wrote anything
+    assert not resumed.exists()
     # What may change when continuing: epochs, threads, logger.*; the record is what ran.
     train_ok([*TINY, "epochs=2", "threads=1", "logger=none", f"resume={first}", f"hydra.run.dir={resumed}"], tmp_path)
     recorded = compose_config([*TINY, "epochs=2", "threads=1", "logger=none"])
@@ -312,3 +321,80 @@ def test_full_disk_stops_with_one_line_keeping_the_last_epoch(tmp_path: Path) ->
         assert summary(run_dir)["status"] == "failed" and summary(run_dir)["last_epoch"] == 1
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.slow
+def test_a_resumed_run_that_stops_before_its_first_new_epoch_stays_resumable(tmp_path: Path) -> None:
+    """SGD whose rate jumps a millionfold after epoch 2 diverges in epoch 3: resumed after epoch 2, the new run
+    stops before completing an epoch of its own. Its folder says it keeps epoch 2, and holds it, so it can be
+    resumed itself."""
+    args = [*TINY, "logger=none", "optimizer=sgd", "scheduler.gamma=1e6", "scheduler.milestones=[2]"]
+    first, resumed = tmp_path / "first", tmp_path / "resumed"
+    train_ok([*args, "epochs=2", f"hydra.run.dir={first}"], tmp_path)
+    result = train([f"resume={first}", "epochs=5", f"hydra.run.dir={resumed}"], tmp_path)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: diverged in epoch 3") and line.endswith(
+        f"{resumed} keeps epoch 2 (checkpoint.pt, metrics.jsonl); summary.json says diverged"
+    ), line
+    assert summary(resumed)["status"] == "diverged" and summary(resumed)["last_epoch"] == 2
+    assert checkpoint_epoch(resumed) == 2 and [row["epoch"] for row in read_metrics(resumed)] == [1, 2]
+    again = train([f"resume={resumed}", "epochs=5", f"hydra.run.dir={tmp_path / 'again'}"], tmp_path)
+    assert again.returncode == 1 and again.stderr.startswith("error: diverged in epoch 3"), again.stderr
+
+
+def inodes_used(folder: Path) -> int:
+    stat = os.statvfs(folder)
+    return stat.f_files - stat.f_ffree
+
+
+@pytest.mark.slow
+def test_a_summary_the_full_disk_refused_is_not_claimed(tmp_path: Path) -> None:
+    """A filesystem with one file too few for the run (tmpfs's nr_inodes: counted on a first run) fills up at
+    the last write, summary.json: the run's line says it could not be written instead of what it would say."""
+    args = [*TINY, "logger=none"]
+    roomy, tight = tmp_path / "roomy", tmp_path / "tight"
+    mount_tmpfs(roomy, "64m")
+    try:
+        before = inodes_used(roomy)
+        train_ok([*args, f"hydra.run.dir={roomy / 'run'}"], tmp_path)
+        files = inodes_used(roomy) - before  # the run's folder and everything in it, summary.json last
+    finally:
+        subprocess.run(["umount", str(roomy)], check=True)
+    mount_tmpfs(tight, "64m")
+    subprocess.run(["mount", "-o", f"remount,nr_inodes={before + files - 1}", str(tight)], check=True)
+    try:
+        run_dir = tight / "run"
+        result = train([*args, f"hydra.run.dir={run_dir}"], tmp_path)
+        assert result.returncode == 1
+        (line,) = result.stderr.strip().splitlines()
+        assert line == f"error: the disk is full (no space left on device); {run_dir} keeps epoch 1 (checkpoint.pt, metrics.jsonl); summary.json could not be written"
+        assert not (run_dir / "summary.json").exists() and checkpoint_epoch(run_dir) == 1
+    finally:
+        subprocess.run(["umount", str(tight)], check=True)
+
+
+@pytest.mark.slow
+def test_a_record_is_written_only_by_the_run_that_owns_the_folder(tmp_path: Path) -> None:
+    """A sweep whose job 0 fails on its data (a subset beyond the dataset) and whose job 1 finishes: neither
+    folder can be taken by a later run, through ``hydra.run.dir=`` or ``run_dir=``, and an empty
+    ``hydra.run.dir=`` (the current directory) is refused; each in one line, before anything is written."""
+    sweep = tmp_path / "sweep"
+    train(["-m", *TINY, "logger=none", "dataset.train_subset=99999,1000", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert summary(sweep / "0")["status"] == "failed" and summary(sweep / "1")["status"] == "finished"
+    before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    cases = {
+        f"hydra.run.dir={sweep / '0'}": f"error: {sweep / '0'} already holds a run (summary.json)",
+        f"hydra.run.dir={sweep / '1'}": f"error: {sweep / '1'} already holds a run (metrics.jsonl)",
+        f"run_dir={sweep / '0'}": f"error: run_dir={sweep / '0'}: run_dir is the folder Hydra creates for the run",
+        "hydra.run.dir=": "error: hydra.run.dir is empty",
+    }
+    for override, message in cases.items():
+        result = train([*TINY, "logger=none", override], cwd)
+        assert result.returncode == 1
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(message), (override, line)
+    assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
+    assert list(cwd.iterdir()) == []  # nothing written where train.py was started (no outputs/ either)

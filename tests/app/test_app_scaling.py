@@ -44,6 +44,7 @@ def test_joblib_sweep_runs_each_job_in_its_own_process_folder_and_wandb_run(tmp_
     assert result.returncode == 1, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert re.match(r"error: 1 of 2 jobs did not finish: job 1 \(.*dataset.train_subset=99999.*\) failed: .*exceeds", last), last
+    assert last.endswith(f"; 1 finished; results in {sweep} (python experiments/compare.py {sweep})"), last
     assert summary(sweep / "0")["status"] == "finished" and len(read_metrics(sweep / "0")) == 1
     assert summary(sweep / "1")["status"] == "failed" and not (sweep / "1" / "metrics.jsonl").exists()
     threads = max(available_cores() // 2, 1)
@@ -163,10 +164,17 @@ def test_torchrun_two_processes_train_as_one_process_on_the_whole_batch(tmp_path
     process's; rank 0 alone writes the run, into the default timestamped folder both ranks agree on."""
     one = tmp_path / "one"
     train_ok([*DATA_PARALLEL, f"step.mode={mode}", f"hydra.run.dir={one}"], tmp_path)
-    result = torchrun([*DATA_PARALLEL, f"step.mode={mode}"], tmp_path)
+    result = torchrun([*DATA_PARALLEL, f"step.mode={mode}", "logger=wandb"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (two,) = (tmp_path / "outputs").glob("*/*")  # one folder for both ranks
     assert summary(two)["status"] == "finished" and (two / ".hydra" / "config.yaml").is_file()
+    # The start line and the records say how many processes trained the run.
+    (start,) = [line for line in result.stdout.splitlines() if "] - start: " in line]
+    assert "on cpu (1 thread per process) in 2 processes under torchrun: " in start, start
+    assert summary(two)["world_size"] == 2 and summary(one)["world_size"] == 1
+    (run,) = [r.run for r in wandb_records(two) if r.HasField("run")][:1]
+    config = {item.key: json.loads(item.value_json) for item in run.config.update}
+    assert config["world_size"] == {"value": 2} or config["world_size"] == 2, config["world_size"]
     ours, single = without_timing(read_metrics(two)), without_timing(read_metrics(one))
     assert [row.keys() for row in ours] == [row.keys() for row in single] and len(ours) == 2
     for a, b in zip(ours, single):

@@ -18,8 +18,11 @@ def test_sweep_writes_one_run_per_job_with_offline_wandb(tmp_path: Path) -> None
     sweep = tmp_path / "sweep"
     # Overrides on both sides of -m, as in the README's `python train.py signal=projection loss=v9 -m epochs=3`;
     # settings that do not change results (threads, tags, step.mode) stay out of the run names.
-    train_ok(["loss=v9,v15", "-m", "logger=wandb", *TINY, "seed=0", "threads=1", "logger.tags=[mine]",
-              "step.mode=layerwise", f"hydra.sweep.dir={sweep}"], tmp_path)
+    result = train_ok(["loss=v9,v15", "-m", "logger=wandb", *TINY, "seed=0", "threads=1", "logger.tags=[mine]",
+                       "step.mode=layerwise", f"hydra.sweep.dir={sweep}"], tmp_path)
+    # One closing line: how many jobs finished and where the results are.
+    closing = result.stdout.strip().splitlines()[-1]
+    assert closing.endswith(f"sweep done: 2 of 2 jobs finished; results in {sweep} (python experiments/compare.py {sweep})")
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1"]
     sweep_id = f"{tmp_path.name}_sweep"  # the sweep folder's last two parts
@@ -38,6 +41,8 @@ def test_sweep_writes_one_run_per_job_with_offline_wandb(tmp_path: Path) -> None
         assert not any(item.startswith(("threads", "logger", "step.", "hydra")) for item in name)
         assert run.run_group == ",".join(n for n in name if n != "seed=0")  # the seeds of one configuration share it
         assert run.job_type == "sigprop"
+        config = {item.key: json.loads(item.value_json) for item in run.config.update}
+        assert config["world_size"] in (1, {"value": 1}) and json.loads((job / "summary.json").read_text())["world_size"] == 1
         assert list(run.tags) == ["mine", "dataset=embedded", "model=mlp_small", "propagator=loss",
                                   "signal=projection", f"loss={loss}", "optimizer=adam", f"sweep={sweep_id}"]
         # One history row per epoch (the layers table goes to the summary), and the best values declared.
@@ -73,6 +78,28 @@ def test_resume_gives_the_metrics_of_an_uninterrupted_run(tmp_path: Path) -> Non
     assert [row["epoch"] for row in resumed] == [1, 2]
     assert without_timing(resumed) == without_timing(full)
     assert (tmp_path / "first" / "metrics.jsonl").read_text().count("\n") == 1  # the first run is left as it was
+
+
+def test_resume_of_a_sweep_job_takes_its_settings_from_its_folder(tmp_path: Path) -> None:
+    """``resume=<job folder> epochs=N`` alone continues that job with its own overrides (its
+    ``.hydra/overrides.yaml``), to the metrics of an uninterrupted run; a setting that would change it is refused
+    in one line naming it, before anything is written."""
+    args = [*TINY, "model.dropout=0.1", "logger=none"]
+    sweep = tmp_path / "sweep"
+    train_ok(["-m", *args, "loss=v9,v15", f"hydra.sweep.dir={sweep}"], tmp_path)
+    train_ok([*args, "loss=v9", "epochs=2", f"hydra.run.dir={tmp_path / 'full'}"], tmp_path)
+    train_ok([f"resume={sweep / '0'}", "epochs=2", f"hydra.run.dir={tmp_path / 'resumed'}"], tmp_path)
+    full, resumed = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "resumed")
+    assert [row["epoch"] for row in resumed] == [1, 2] and without_timing(resumed) == without_timing(full)
+    # The new folder records the settings it ran with, so it can itself be resumed the same way.
+    assert "loss=v9" in (tmp_path / "resumed" / ".hydra" / "overrides.yaml").read_text()
+
+    refused = tmp_path / "refused"
+    result = train([f"resume={sweep / '0'}", "epochs=2", "loss=v15", f"hydra.run.dir={refused}"], tmp_path)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: resume={sweep / '0'} continues that run") and "loss=v15 would change" in line, line
+    assert not refused.exists()
 
 
 @pytest.mark.slow
@@ -111,7 +138,11 @@ def test_bad_config_stops_with_one_line_before_writing_run_files(overrides: list
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], result.stderr
     written = [p.name for folder in (run_dir, sweep) if folder.exists() for p in folder.rglob("*")]
-    assert not set(written) & set(RUN_FILES), written
+    assert not set(written) & (set(RUN_FILES) - {"summary.json"}), written
+    # A check that needs the data runs in the folder Hydra created: its record says why the run stopped.
+    for record in (p for folder in (run_dir, sweep) if folder.exists() for p in folder.rglob("summary.json")):
+        summary = json.loads(record.read_text())
+        assert summary["status"] == "failed" and summary["last_epoch"] == 0 and names in summary["reason"], summary
     assert not (sweep / "0").exists()  # a sweep stops before its first job
 
 
