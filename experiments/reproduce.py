@@ -43,21 +43,18 @@ from typing import Any, Iterable, Sequence
 
 from omegaconf import OmegaConf
 
+from sigprop.engine.config import changes_results, resolve_device
+from sigprop.tracking import plots
+from sigprop.tracking.records import RecordError, load_run as load_records, machine
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path[:0] = [str(p) for p in (ROOT, HERE) if str(p) not in sys.path]
-
-import benchmark  # noqa: E402  (experiments/benchmark.py)
-import compare  # noqa: E402  (experiments/compare.py)
-from sigprop.engine.config import resolve_device  # noqa: E402
 
 SEEDS = (0, 1, 2)
 LOSSES = ("v9", "v14", "v15")
 SUMMARY, WALL = "summary.json", "wall.json"
 REPORT, RESULTS = HERE / "REPRODUCTION.md", HERE / "results" / "reproduction.json"
 PLOTS = HERE / "results" / "reproduction"
-# The settings the app's run names leave out because they do not change results (conf/config.yaml).
-NEUTRAL = [str(k) for k in OmegaConf.load(ROOT / "conf" / "config.yaml").hydra.job.config.override_dirname.exclude_keys]
 
 
 @dataclass(frozen=True)
@@ -81,12 +78,6 @@ class Row:
         """The row's ``python train.py ...`` line, with ``extra`` settings that change results; ``seed=`` is the only
         setting left free (the command as shown runs seed 0)."""
         return shlex.join(["python", "train.py", *self.overrides, *(o for o in extra if changes_results(o))])
-
-
-def changes_results(override: str) -> bool:
-    """Whether an override changes what a run computes (``threads=1`` does not, ``epochs=3`` does)."""
-    key = override.split("=", 1)[0].lstrip("+~")
-    return not key.startswith("hydra.") and not any(key == k or key.startswith(f"{k}.") for k in NEUTRAL)
 
 
 def method_rows(table: str, dataset: str, network: str, preset: str, settings: Sequence[str] = ()) -> list[Row]:
@@ -182,7 +173,7 @@ def load_run(row: Row, seed: int, out: Path) -> Run:
 def machine_of(extra: Sequence[str]) -> str:
     """The machine the runs use (``device=`` of ``extra``, else ``auto``): the GPU's name, or the CPU model and cores."""
     device = next((o.split("=", 1)[1] for o in extra if o.startswith("device=")), "auto")
-    return benchmark.machine(resolve_device(device))
+    return machine(resolve_device(device))
 
 
 def train_args(run: Run, extra: Sequence[str], logger: str) -> list[str]:
@@ -360,14 +351,22 @@ def plot_table(table: str, runs: list[Run], plot_dir: Path) -> list[Path]:
         folders = [r.folder for r in runs if r.row.network == network and r.finished]
         if not folders:
             continue
-        found = [run for run in map(compare.load_run, folders) if run is not None]
-        lines = compare.lines_of(found, average=True)
+        found = []
+        for folder in folders:
+            try:
+                found.append(load_records(folder))
+            except RecordError as err:
+                print(f"not plotted: {err}", file=sys.stderr)
+        found = [run for run in found if run.rows]
+        if not found:
+            continue
+        lines = plots.lines_of(found, average=True)
         for line in lines:  # label each line by its row (method and loss) rather than its overrides
             row = next(r.row for r in runs if r.folder == line.runs[0].folder)
             line.label = " ".join(p for p in (row.method, row.loss, row.note) if p)
         plot_dir.mkdir(parents=True, exist_ok=True)
-        for kind, figure in (("layers", compare.plot_layers), ("test_acc", compare.plot_test_accuracy)):
-            written.append(compare.save(figure(lines), plot_dir / f"{table}-{network}-{kind}.png"))
+        for kind, figure in (("layers", plots.plot_layers), ("test_acc", plots.plot_test_accuracy)):
+            written.append(plots.save(figure(lines), plot_dir / f"{table}-{network}-{kind}.png"))
     return written
 
 

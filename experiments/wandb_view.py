@@ -4,7 +4,7 @@
     python experiments/wandb_view.py --project sigprop --sweep reproduce-mnist --layers signal layer01 layer02
     python experiments/wandb_view.py --project sigprop --sweep reproduce-mnist --from outputs/reproduce/mnist --dry-run
 
-A sweep is what ``train.py -m`` runs (its id is the sweep folder's date and time, ``multirun/<date>/<time>``)
+A sweep is what ``train.py -m`` runs (its id is the sweep folder's date and time, ``outputs/multirun/<date>/<time>``)
 or a table of ``experiments/reproduce.py`` (``reproduce-<table>``); every run of it carries the tag
 ``sweep=<id>`` and its method as job type (``sigprop``, ``backprop``, ``fixed``). The view shows only
 those runs and has
