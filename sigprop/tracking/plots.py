@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from .records import Run, override_key  # noqa: E402
 
@@ -46,17 +47,71 @@ def common_overrides(runs: list[Run]) -> list[str]:
     return [o for o in runs[0].overrides if o in shared]
 
 
-def lines_of(runs: list[Run], average: bool = False, group_by: list[str] | None = None) -> list[Line]:
-    """The runs as table rows and plot lines: one per run, or merged by ``group_by`` keys or (``average``) over
-    seeds. A run's label is its overrides that not every run shares (``all runs`` when none is left)."""
+# Settings that say where a run's files are or how it was watched: never what tells two runs apart.
+NOT_LABELS = ("run_dir", "data_dir", "resume", "logger", "progress", "refresh_every", "print_config", "hydra")
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out |= _flatten(item, f"{prefix}{key}.")
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def settings_of(run: Run) -> dict[str, str]:
+    """Every setting of a run that may tell it from another (its composed config without paths and logging,
+    and the number of processes it trained with: ``world_size``, 1 unless its summary says otherwise)."""
+    values = _flatten(OmegaConf.to_container(run.config, resolve=False)) if run.config is not None else {}
+    settings = {k: str(v) for k, v in values.items() if not any(k == n or k.startswith(f"{n}.") for n in NOT_LABELS)}
+    settings["world_size"] = str(run.summary.get("world_size", 1))
+    return settings
+
+
+def differing(runs: list[Run], keys: list[str] | None = None, most: int = 4) -> list[list[str]]:
+    """Per run, ``key=value`` of the settings (``keys``, or all of ``settings_of``) whose values differ among ``runs``."""
+    each = [settings_of(run) for run in runs]
+    names = keys if keys is not None else sorted(set().union(*each))
+    varying = [k for k in names if len({s.get(k, "?") for s in each}) > 1][:most]
+    return [[f"{k}={s.get(k, '?')}" for k in varying] for s in each]
+
+
+def labels_of(runs: list[Run], average: bool = False) -> list[str]:
+    """Each run's label: its overrides that not every run shares (without the seed when ``average``), plus the
+    device and the number of processes where the runs differ in them; ``defaults`` for a run of the app's
+    defaults. Runs that would still share a label (``average`` aside) get the settings that tell them apart,
+    or their folders when they have none."""
     common = set(common_overrides(runs))
+    context = differing(runs, ["device", "world_size"])
+    labels = []
+    for run, extra in zip(runs, context, strict=True):
+        kept = [o for o in run.overrides if o not in common and not (average and override_key(o) == "seed")]
+        head = kept or ([] if run.overrides or average else ["defaults"])  # a run of the app's defaults says so
+        labels.append(" ".join([*head, *extra]) or ("all runs" if average else "the common settings"))
+    if average:
+        return labels
+    for label in set(labels):
+        same = [i for i, other in enumerate(labels) if other == label]
+        if len(same) < 2:
+            continue
+        for i, extra in zip(same, differing([runs[i] for i in same]), strict=True):
+            labels[i] = " ".join([label, *extra]) if extra else label
+        for i in same:  # identical settings: the folder says which run is which
+            if sum(labels[i] == labels[j] for j in same) > 1:
+                labels[i] = f"{labels[i]} ({runs[i].folder.parent.name}/{runs[i].folder.name})"
+    return labels
+
+
+def lines_of(runs: list[Run], average: bool = False, group_by: list[str] | None = None) -> list[Line]:
+    """The runs as table rows and plot lines: one per run (labelled by ``labels_of``), or merged by ``group_by``
+    keys or (``average``) over seeds."""
+    if group_by:
+        labels = [" ".join(f"{key}={run.setting(key)}" for key in group_by) for run in runs]
+    else:
+        labels = labels_of(runs, average)
     lines: dict[str, Line] = {}
-    for run in runs:
-        if group_by:
-            label = " ".join(f"{key}={run.setting(key)}" for key in group_by)
-        else:
-            kept = [o for o in run.overrides if o not in common and not (average and override_key(o) == "seed")]
-            label = " ".join(kept) or ("all runs" if average else run.folder.name)
+    for run, label in zip(runs, labels, strict=True):
         if label in lines and (average or group_by):
             lines[label].runs.append(run)
         else:

@@ -71,6 +71,10 @@ def read_summary(folder: Path) -> dict[str, Any]:
 def _load_yaml(path: Path) -> Any:
     try:
         return OmegaConf.load(path)
+    except yaml.MarkedYAMLError as err:  # its message repeats the path; the problem and where it is suffice
+        mark = err.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise RecordError(f"{path}: not readable YAML ({err.problem or err.context}{where})") from None
     except (OSError, OmegaConfBaseException, yaml.YAMLError, ValueError) as err:
         raise RecordError(f"{path}: not readable YAML ({' '.join(str(err).split())})") from None
 
@@ -140,10 +144,11 @@ class Run:
 
 
 def load_run(folder: Path) -> Run:
-    """Every record of the run in ``folder`` (``RecordError`` naming the file that cannot be read)."""
+    """Every record of the run in ``folder`` (``RecordError`` naming the file that cannot be read); a run that
+    ended before its first epoch, without ``metrics.jsonl``, has no rows."""
     folder = Path(folder)
-    return Run(folder, read_overrides(folder), read_metrics(folder), read_config(folder), read_choices(folder),
-               read_summary(folder))
+    rows = read_metrics(folder) if (folder / METRICS_FILE).exists() else []
+    return Run(folder, read_overrides(folder), rows, read_config(folder), read_choices(folder), read_summary(folder))
 
 
 def run_folders(path: Path) -> list[Path]:
