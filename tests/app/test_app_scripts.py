@@ -32,10 +32,12 @@ def test_scripts_import_the_package_not_each_other_by_path(tmp_path: Path) -> No
 def test_run_records_are_read_by_the_package(tmp_path: Path) -> None:
     from sigprop.tracking import records
 
-    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "test/acc": 0.5, "test/signal/acc": 0.4}\n')
-    run = records.load_run(tmp_path)
+    job = tmp_path / "sweep" / "0"
+    job.mkdir(parents=True)
+    (job / "metrics.jsonl").write_text('{"epoch": 1, "test/acc": 0.5, "test/signal/acc": 0.4}\n')
+    run = records.load_run(job)
     assert run.rows == [{"epoch": 1, "test/acc": 0.5, "test/signal/acc": 0.4}] and run.layers() == ["signal"]
-    assert run.status == "unfinished" and records.run_folders(tmp_path.parent) == [tmp_path]
+    assert run.status == "unfinished" and records.run_folders(tmp_path / "sweep") == [job]
 
 
 def test_embedded_builder_is_a_module_of_the_package(tmp_path: Path) -> None:
