@@ -77,3 +77,39 @@ def test_one_rule_for_settings_that_do_not_change_results() -> None:
     assert set(RESUMABLE) - set(NEUTRAL) == {"epochs"}
     for name in SCRIPTS:
         assert "exclude_keys" not in (ROOT / "experiments" / f"{name}.py").read_text(), name
+
+
+def test_wandb_view_dry_run_is_readable_and_takes_a_sweep_folder(tmp_path: Path) -> None:
+    """``--sweep`` takes the id or the sweep's folder (whose runs then give the layers); the dry run prints one
+    short line per section and chart."""
+    by_id = script("wandb_view", "--project", "p", "--sweep", "2026-12-02_06-47-57", "--layers", "signal", "layer01",
+                   "--dry-run", cwd=tmp_path)
+    job = tmp_path / "outputs" / "multirun" / "2026-12-02" / "06-47-57" / "0"
+    job.mkdir(parents=True)
+    (job / "metrics.jsonl").write_text('{"epoch": 1, "test/acc": 0.5, "test/signal/acc": 0.4, "test/layer01/acc": 0.45}\n')
+    by_folder = script("wandb_view", "--project", "p", "--sweep", "outputs/multirun/2026-12-02/06-47-57", "--dry-run",
+                       cwd=tmp_path)
+    assert by_id.returncode == 0 and by_folder.returncode == 0, by_id.stderr + by_folder.stderr
+    assert by_id.stdout == by_folder.stdout
+    lines = by_id.stdout.splitlines()
+    assert lines[0] == "view 'sweep 2026-12-02_06-47-57' in <your default entity>/p"
+    assert "sweep=2026-12-02_06-47-57" in lines[1] and lines[-1] == "(not saved: --dry-run)"
+    assert any(line.strip().startswith("line signal: test accuracy by loss: test/signal/acc") for line in lines)
+    assert any(line.strip().startswith("line layer01: test accuracy by loss") for line in lines)
+    assert len(lines) == 10 and max(map(len, lines)) < 150
+
+
+def test_wandb_view_problems_are_one_line(tmp_path: Path) -> None:
+    """No API key, a server that does not answer, a --from folder that does not exist: one line each, exit 1."""
+    home = {"HOME": str(tmp_path), "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"), "WANDB_API_KEY": ""}
+    cases = {
+        "no key": (home, ["--sweep", "s"], "error: no W&B API key for "),
+        "no server": ({**home, "WANDB_API_KEY": "a" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}, ["--sweep", "s"],
+                      "error: the W&B server http://127.0.0.1:9 does not answer (within 10 s)"),
+        "no folder": (home, ["--sweep", "s", "--from", str(tmp_path / "nonexistent"), "--dry-run"],
+                      f"error: --from {tmp_path / 'nonexistent'}: no such folder"),
+    }
+    for case, (env, args, start) in cases.items():
+        result = script("wandb_view", "--project", "p", *args, cwd=tmp_path, env=env)
+        assert result.returncode == 1, (case, result.stdout, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith(start), (case, result.stderr)
