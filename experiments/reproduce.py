@@ -50,14 +50,14 @@ from omegaconf import OmegaConf
 
 from sigprop.engine.config import changes_results, resolve_device
 from sigprop.tracking import plots
-from sigprop.tracking.records import RecordError, load_run as load_records, machine
+from sigprop.tracking.records import RecordError, load_run as load_records, machine, read_summary
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 SEEDS = (0, 1, 2)
 LOSSES = ("v9", "v14", "v15")
-SUMMARY, WALL = "summary.json", "wall.json"
+WALL = "wall.json"  # this script's own record of a run: its wall time and machine
 REPORT, RESULTS = HERE / "REPRODUCTION.md", HERE / "results" / "reproduction.json"
 PLOTS = HERE / "results" / "reproduction"
 
@@ -170,9 +170,17 @@ def read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
+def summary_of(folder: Path) -> dict[str, Any]:
+    """The run's ``summary.json`` (``{}`` when it has none, or a damaged one: the run is trained again)."""
+    try:
+        return read_summary(folder)
+    except RecordError:
+        return {}
+
+
 def load_run(row: Row, seed: int, out: Path) -> Run:
     folder = out / row.table / row.name / f"seed{seed}"
-    return Run(row, seed, folder, read_json(folder / SUMMARY), read_json(folder / WALL))
+    return Run(row, seed, folder, summary_of(folder), read_json(folder / WALL))
 
 
 def machine_of(extra: Sequence[str]) -> str:
@@ -232,7 +240,7 @@ def execute(run: Run, extra: Sequence[str], logger: str, where: str) -> Run:
         code = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, stdout=out,
                               stderr=subprocess.STDOUT).returncode
     wall = time.perf_counter() - start
-    run.summary = read_json(run.folder / SUMMARY)
+    run.summary = summary_of(run.folder)
     if code != 0 or not run.finished:
         print(f"FAILED {run.row.name} seed {run.seed} (exit status {code}): see {console}", flush=True)
         return run
