@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -47,14 +46,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from torch import Tensor
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from sigprop.data import ImageData, TensorLoader
+from sigprop.engine import TrainStep, parts
+from sigprop.engine.config import check_settings, resolve_device
+from sigprop.engine.rundir import choices_of
+from sigprop.tracking.records import machine
 
-from sigprop.data import ImageData, TensorLoader  # noqa: E402
-from sigprop.engine import TrainStep, parts  # noqa: E402
-from sigprop.engine.rundir import choices_of  # noqa: E402
-from sigprop.engine.config import check_settings, resolve_device  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: conf/ and train.py
 
 log = logging.getLogger("benchmark")
 
@@ -415,19 +413,6 @@ def run_isolated(overrides: Sequence[str], timing: Timing, method: str, precisio
 
 
 # --------------------------------------------------------------------------- report
-
-
-def machine(device: torch.device) -> str:
-    """The machine in words: GPU name, or the CPU model and core count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core CPU, {model}"
 
 
 def table(results: list[dict[str, Any]], cuda: bool) -> str:

@@ -23,9 +23,10 @@ from typing import Any, Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import benchmark as B  # noqa: E402
+# The benchmark's methods, built as it builds them: experiments/benchmark.py beside this script (Python puts a
+# script's own folder first on its path). Reading records and the machine's name come from the package.
+import benchmark as B
+from sigprop.tracking.records import machine
 
 # The equivalence check's network: the configured one made narrow, without dropout (per-class signals are
 # exact only without it), and a recompute slice that does not divide the batch.
@@ -111,7 +112,7 @@ def main() -> int:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_intermixed_args()  # options and overrides in any order
     data, device = B.load_data(args.overrides)
-    report: dict[str, Any] = {"machine": B.machine(device), "torch": torch.__version__, "overrides": args.overrides}
+    report: dict[str, Any] = {"machine": machine(device), "torch": torch.__version__, "overrides": args.overrides}
     ok = True
     checks = args.checks.split(",")
     if "equivalence" in checks:

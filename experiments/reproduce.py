@@ -2,14 +2,17 @@
 
     python experiments/reproduce.py mnist fashion_mnist                # every row of two tables, seeds 0 1 2
     python experiments/reproduce.py mnist --rows mlp-sigprop-v15 --seeds 0   # one row, one seed
-    python experiments/reproduce.py cifar10 --dry-run                  # print the commands, run nothing
+    python experiments/reproduce.py cifar10 --dry-run                  # the commands, time estimate, missing data
     python experiments/reproduce.py --report-only                      # rewrite the report from the runs so far
+    python experiments/reproduce.py mnist --record                     # ... into the tracked REPRODUCTION.md
 
 A row is one ``python train.py ...`` command (a preset of ``conf/experiment/`` and the method's
 overrides); each seed runs it with ``seed=<k>`` in ``<out>/<table>/<row>/seed<k>`` (default
 ``outputs/reproduce``), ``--jobs`` at a time, one torch thread each. A run whose folder holds a
 finished ``summary.json`` is skipped, so an interrupted table resumes where it stopped (an
-unfinished run with a checkpoint continues from it: ``resume=``). Then, from every run folder found:
+unfinished run with a checkpoint continues from it: ``resume=``). Then, from every run folder found,
+it writes a report into ``<out>`` (``REPRODUCTION.md``, ``reproduction.json``, ``plots/``), or with
+``--record`` into the tracked files:
 
 * ``experiments/REPRODUCTION.md``: per table, one line per row: test accuracy (mean ± std over the
   seeds) at the last epoch and at the best-validation epoch, that epoch, the epochs, the wall time
@@ -23,8 +26,10 @@ unfinished run with a checkpoint continues from it: ``resume=``). Then, from eve
   highest (``experiments/compare.py --average``).
 
 Rows of tables not run this time keep their figures from the run folders, or from the previous
-JSON when their folders are gone. Anything after ``--set`` is added to every run (``--set
-data_dir=DIR device=cuda``); settings that change results are added to the recorded commands too.
+JSON when their folders are gone, and their curves stay. Anything after ``--set`` is added to every
+run (``--set data_dir=DIR device=cuda``; not ``seed=``: the seeds are ``--seeds``); settings that change
+results are added to the recorded commands too. ``--dry-run`` prints the commands, a time estimate from
+the recorded seconds per epoch, and a warning for every dataset missing from its data folder.
 """
 from __future__ import annotations
 
@@ -43,21 +48,18 @@ from typing import Any, Iterable, Sequence
 
 from omegaconf import OmegaConf
 
+from sigprop.engine.config import changes_results, resolve_device
+from sigprop.tracking import plots
+from sigprop.tracking.records import RecordError, load_run as load_records, machine, read_summary
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path[:0] = [str(p) for p in (ROOT, HERE) if str(p) not in sys.path]
-
-import benchmark  # noqa: E402  (experiments/benchmark.py)
-import compare  # noqa: E402  (experiments/compare.py)
-from sigprop.engine.config import resolve_device  # noqa: E402
 
 SEEDS = (0, 1, 2)
 LOSSES = ("v9", "v14", "v15")
-SUMMARY, WALL = "summary.json", "wall.json"
+WALL = "wall.json"  # this script's own record of a run: its wall time and machine
 REPORT, RESULTS = HERE / "REPRODUCTION.md", HERE / "results" / "reproduction.json"
 PLOTS = HERE / "results" / "reproduction"
-# The settings the app's run names leave out because they do not change results (conf/config.yaml).
-NEUTRAL = [str(k) for k in OmegaConf.load(ROOT / "conf" / "config.yaml").hydra.job.config.override_dirname.exclude_keys]
 
 
 @dataclass(frozen=True)
@@ -81,12 +83,6 @@ class Row:
         """The row's ``python train.py ...`` line, with ``extra`` settings that change results; ``seed=`` is the only
         setting left free (the command as shown runs seed 0)."""
         return shlex.join(["python", "train.py", *self.overrides, *(o for o in extra if changes_results(o))])
-
-
-def changes_results(override: str) -> bool:
-    """Whether an override changes what a run computes (``threads=1`` does not, ``epochs=3`` does)."""
-    key = override.split("=", 1)[0].lstrip("+~")
-    return not key.startswith("hydra.") and not any(key == k or key.startswith(f"{k}.") for k in NEUTRAL)
 
 
 def method_rows(table: str, dataset: str, network: str, preset: str, settings: Sequence[str] = ()) -> list[Row]:
@@ -174,15 +170,23 @@ def read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
+def summary_of(folder: Path) -> dict[str, Any]:
+    """The run's ``summary.json`` (``{}`` when it has none, or a damaged one: the run is trained again)."""
+    try:
+        return read_summary(folder)
+    except RecordError:
+        return {}
+
+
 def load_run(row: Row, seed: int, out: Path) -> Run:
     folder = out / row.table / row.name / f"seed{seed}"
-    return Run(row, seed, folder, read_json(folder / SUMMARY), read_json(folder / WALL))
+    return Run(row, seed, folder, summary_of(folder), read_json(folder / WALL))
 
 
 def machine_of(extra: Sequence[str]) -> str:
     """The machine the runs use (``device=`` of ``extra``, else ``auto``): the GPU's name, or the CPU model and cores."""
     device = next((o.split("=", 1)[1] for o in extra if o.startswith("device=")), "auto")
-    return benchmark.machine(resolve_device(device))
+    return machine(resolve_device(device))
 
 
 def train_args(run: Run, extra: Sequence[str], logger: str) -> list[str]:
@@ -236,7 +240,7 @@ def execute(run: Run, extra: Sequence[str], logger: str, where: str) -> Run:
         code = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, stdout=out,
                               stderr=subprocess.STDOUT).returncode
     wall = time.perf_counter() - start
-    run.summary = read_json(run.folder / SUMMARY)
+    run.summary = summary_of(run.folder)
     if code != 0 or not run.finished:
         print(f"FAILED {run.row.name} seed {run.seed} (exit status {code}): see {console}", flush=True)
         return run
@@ -358,16 +362,25 @@ def plot_table(table: str, runs: list[Run], plot_dir: Path) -> list[Path]:
     written: list[Path] = []
     for network in dict.fromkeys(r.row.network for r in runs):
         folders = [r.folder for r in runs if r.row.network == network and r.finished]
-        if not folders:
+        if not folders:  # no run here (e.g. a fresh clone): the curves drawn before stay, and their links
+            written += sorted(plot_dir.glob(f"{table}-{network}-*.png"))
             continue
-        found = [run for run in map(compare.load_run, folders) if run is not None]
-        lines = compare.lines_of(found, average=True)
+        found = []
+        for folder in folders:
+            try:
+                found.append(load_records(folder))
+            except RecordError as err:
+                print(f"not plotted: {err}", file=sys.stderr)
+        found = [run for run in found if run.rows]
+        if not found:
+            continue
+        lines = plots.lines_of(found, average=True)
         for line in lines:  # label each line by its row (method and loss) rather than its overrides
             row = next(r.row for r in runs if r.folder == line.runs[0].folder)
             line.label = " ".join(p for p in (row.method, row.loss, row.note) if p)
         plot_dir.mkdir(parents=True, exist_ok=True)
-        for kind, figure in (("layers", compare.plot_layers), ("test_acc", compare.plot_test_accuracy)):
-            written.append(compare.save(figure(lines), plot_dir / f"{table}-{network}-{kind}.png"))
+        for kind, figure in (("layers", plots.plot_layers), ("test_acc", plots.plot_test_accuracy)):
+            written.append(plots.save(figure(lines), plot_dir / f"{table}-{network}-{kind}.png"))
     return written
 
 
@@ -396,6 +409,73 @@ def report(out: Path, report_path: Path, results_path: Path, plot_dir: Path, plo
     return records
 
 
+# ----------------------------------------------------------------------------- the dry run
+
+
+def setting(extra: Sequence[str], key: str) -> str | None:
+    """The value ``extra`` gives ``key`` (the last one), or ``None``."""
+    values = [o.split("=", 1)[1] for o in extra if o.split("=", 1)[0].lstrip("+") == key and "=" in o]
+    return values[-1] if values else None
+
+
+def estimate(todo: list[Run], jobs: int, extra: Sequence[str]) -> str:
+    """The training time of the runs to do, from the seconds per epoch recorded for their rows (the tracked
+    results/reproduction.json), as one line."""
+    recorded = {(r["table"], r["row"]): r for r in (json.loads(RESULTS.read_text()) if RESULTS.is_file() else [])}
+    total, machines, unknown = 0.0, set(), []
+    epochs_set = setting(extra, "epochs")
+    for run in todo:
+        record = recorded.get((run.row.table, run.row.name), {})
+        if not record.get("s_per_epoch") or not record.get("epochs"):
+            unknown.append(run)
+            continue
+        epochs = int(epochs_set) if epochs_set and epochs_set.isdigit() else int(record["epochs"])
+        total += record["s_per_epoch"] * epochs
+        machines.add(record.get("machine") or "?")
+    if not todo:
+        return "estimate: nothing to run (every run has finished)"
+    timed = len(todo) - len(unknown)
+    text = f"estimate: {len(todo)} runs to train"
+    if timed:
+        text += (f"{f', {timed} of them' if unknown else ','} about {duration(total)} of training in all, about "
+                 f"{duration(total / min(jobs, timed))} with {jobs} at a time (the s/epoch recorded in "
+                 f"{os.path.relpath(RESULTS, ROOT)}, measured on {'; '.join(sorted(machines))}; another machine differs)")
+    if unknown:
+        rows = ", ".join(dict.fromkeys(f"{r.row.table}/{r.row.name}" for r in unknown))
+        text += f"; no recorded time for {len(unknown)} runs ({rows})"
+    return text
+
+
+def missing_data(rows: list[Row], extra: Sequence[str]) -> list[str]:
+    """One line for every dataset the rows read that is not in its data folder: without a network the runs
+    fail at their start, so say how to put it there first."""
+    from hydra import compose, initialize_config_dir
+
+    from sigprop.data.datasets import ImageFolder, TorchvisionDataset
+    from sigprop.engine import parts
+    from sigprop.engine.rundir import choices_of
+
+    warnings: dict[tuple[str, str], str] = {}
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for row in rows:
+            cfg = compose(config_name="config", overrides=[*row.overrides, *extra], return_hydra_config=True)
+            dataset = parts.build_group(cfg, "dataset", choices_of(cfg))
+            key = (type(dataset).__name__, str(getattr(dataset, "root", "")))
+            if key in warnings:
+                continue
+            warnings[key] = ""
+            if isinstance(dataset, ImageFolder) and not dataset.path.is_dir():
+                warnings[key] = (f"dataset {dataset.name}: not found in {dataset.path} (the runs of {row.table} fail "
+                                 f"without it); put it there with: {dataset.prepare_command()}")
+            elif isinstance(dataset, TorchvisionDataset):
+                try:
+                    dataset.open("train", download=False)
+                except Exception:  # torchvision: "Dataset not found or corrupted" (RuntimeError), or a damaged file
+                    reason = "not downloaded yet: a run downloads it, and fails offline"
+                    warnings[key] = str(dataset.missing(reason))
+    return [w for w in warnings.values() if w]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("tables", nargs="*", metavar="TABLE", help=f"tables to run: {', '.join(TABLES)}")
@@ -404,14 +484,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one torch thread each (default 2)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "reproduce", help="where the run folders go")
     parser.add_argument("--logger", choices=("wandb", "none"), default="wandb", help="W&B runs besides metrics.jsonl")
-    parser.add_argument("--dry-run", action="store_true", help="print every run's command and whether it is done; run nothing")
+    parser.add_argument("--dry-run", action="store_true", help="print every run's command, whether it is done, the "
+                        "time it should take and the data it needs; run nothing")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from the runs so far")
-    parser.add_argument("--report", type=Path, default=REPORT, help="the Markdown table (default experiments/REPRODUCTION.md)")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON rows (default experiments/results/reproduction.json)")
-    parser.add_argument("--plots", type=Path, default=PLOTS, help="the curves' folder (default experiments/results/reproduction)")
+    parser.add_argument("--record", action="store_true", help="write the tracked experiments/REPRODUCTION.md, "
+                        "results/reproduction.json and results/reproduction/ (default: REPRODUCTION.md, "
+                        "reproduction.json and plots/ in --out)")
+    parser.add_argument("--report", type=Path, help="the Markdown table (default <out>/REPRODUCTION.md)")
+    parser.add_argument("--results", type=Path, help="the JSON rows (default <out>/reproduction.json)")
+    parser.add_argument("--plots", type=Path, help="the curves' folder (default <out>/plots)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="extra",
                         help="train.py settings added to every run (those that change results to the commands too)")
     args = parser.parse_args(argv)
+    seeded = [o for o in args.extra if o.split("=", 1)[0].lstrip("+~") == "seed"]
+    if seeded:
+        parser.error(f"--set {seeded[0]}: the seeds come from --seeds (e.g. --seeds 5), one run each")
     unknown = [t for t in args.tables if t not in TABLES]
     if unknown:
         parser.error(f"unknown table {', '.join(unknown)}: choose from {', '.join(TABLES)}")
@@ -427,16 +514,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
     out = args.out.absolute()
+    report_path = args.report or (REPORT if args.record else out / "REPRODUCTION.md")
+    results_path = args.results or (RESULTS if args.record else out / "reproduction.json")
+    plot_dir = args.plots or (PLOTS if args.record else out / "plots")
     runs = [load_run(row, seed, out) for row in rows for seed in args.seeds]
     if args.dry_run:
         for run in runs:
             state = "done" if run.finished else "to run"
             print(f"[{state}] python train.py {shlex.join(train_args(run, args.extra, args.logger))}")
+        print(estimate([r for r in runs if not r.finished], args.jobs, args.extra))
+        for warning in missing_data([r.row for r in runs if not r.finished], args.extra):
+            print(f"warning: {warning}")
         return 0
     if not args.report_only:
         run_all(runs, args.jobs, args.extra, args.logger)
-    records = report(out, args.report, args.results, args.plots, plotted=args.tables or TABLES)
-    print(f"wrote {args.report}, {args.results} ({sum(bool(r['seeds']) for r in records)} of {len(records)} rows measured)")
+    records = report(out, report_path, results_path, plot_dir, plotted=args.tables or TABLES)
+    print(f"wrote {report_path}, {results_path} ({sum(bool(r['seeds']) for r in records)} of {len(records)} rows measured)"
+          + ("" if args.record or args.report else "; --record writes the tracked experiments/REPRODUCTION.md instead"))
     failed = [r for r in runs if not r.finished]
     return 1 if failed and not args.report_only else 0
 

@@ -324,7 +324,7 @@ class Dataset:
 class Embedded(Dataset):
     """The MNIST subset shipped inside the package (``sigprop/data/embedded/``): trains offline with no setup.
 
-    Built by ``scripts/build_embedded.py`` from the full MNIST files.
+    Built by ``python -m sigprop.data.embedded`` from the full MNIST files.
     """
 
     channels = 1

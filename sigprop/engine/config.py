@@ -25,10 +25,34 @@ from .checkpoint import CHECKPOINT_FILE
 from .settings import problems
 
 SCHEMA = "train_schema"
-# What may differ from the checkpoint's settings when a run is resumed: how long, where and how it is
-# watched, never what is trained. Every other difference refuses the resume (``resume_differences``).
-RESUMABLE = ("epochs", "device", "threads", "data_dir", "resume", "run_dir", "progress", "refresh_every",
-             "print_config", "logger")
+# The one rule for "does this setting change what a run computes": these do not (where and how it runs and is
+# watched, and the training step's options that give the same updates). A key names itself and every key
+# below it (``logger`` covers ``logger.mode``). Used for a run's name (Hydra's ``override_dirname``, the W&B
+# run and group: conf/config.yaml's ``exclude_keys`` call ``neutral_keys``), compare.py's labels and
+# reproduce.py's recorded commands.
+NEUTRAL = ("device", "threads", "data_dir", "resume", "run_dir", "progress", "refresh_every", "print_config", "logger",
+           "step.mode", "step.recompute_chunk", "step.channels_last", "step.compile")
+# What may differ from the checkpoint's settings when a run is resumed: how long, and the neutral settings
+# but the step's (a resumed step continues the optimizers' state as it was built), never what is trained.
+# Every other difference refuses the resume (``resume_differences``).
+RESUMABLE = ("epochs", *(k for k in NEUTRAL if not k.startswith("step.")))
+
+
+def _under(key: str, keys: tuple[str, ...]) -> bool:
+    return any(key == k or key.startswith(f"{k}.") for k in keys)
+
+
+def changes_results(override: str) -> bool:
+    """Whether a command-line override changes what a run computes (``epochs=3`` does, ``threads=1``,
+    ``logger.mode=offline`` and Hydra's own ``hydra.*`` do not): the ``NEUTRAL`` rule."""
+    key = override.split("=", 1)[0].lstrip("+~")
+    return not key.startswith("hydra.") and not _under(key, NEUTRAL)
+
+
+def neutral_keys(overrides: Any) -> list[str]:
+    """The keys of ``overrides`` that do not change results, for Hydra's ``override_dirname.exclude_keys``
+    (which matches keys exactly, so ``logger.mode`` must be named, not only ``logger``)."""
+    return [str(o).split("=", 1)[0].lstrip("+~") for o in overrides or [] if not changes_results(str(o))]
 
 
 class ConfigError(ValueError):
@@ -88,6 +112,9 @@ class TrainConfig:
 
 
 ConfigStore.instance().store(name=SCHEMA, node=TrainConfig)
+# conf/config.yaml: ``exclude_keys: ${sigprop_neutral:${hydra.overrides.task}}``.
+if not OmegaConf.has_resolver("sigprop_neutral"):
+    OmegaConf.register_new_resolver("sigprop_neutral", neutral_keys)
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -193,7 +220,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 def resumable(key: str) -> bool:
     """Whether the setting ``key`` (``epochs``, ``logger.mode``, ...) may change when a run is resumed."""
-    return any(key == k or key.startswith(f"{k}.") for k in RESUMABLE)
+    return _under(key, RESUMABLE)
 
 
 def resume_differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:

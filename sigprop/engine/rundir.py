@@ -188,7 +188,7 @@ def hydra_run_info() -> RunInfo:
     sweep = None
     if hc.mode == RunMode.MULTIRUN:
         sweep_dir = Path(hc.sweep.dir)
-        sweep = f"{sweep_dir.parent.name}_{sweep_dir.name}"  # e.g. 2024-05-01_12-00-00 for multirun/2024-05-01/12-00-00
+        sweep = f"{sweep_dir.parent.name}_{sweep_dir.name}"  # e.g. 2024-05-01_12-00-00 for outputs/multirun/2024-05-01/12-00-00
     group = seedless_name(list(hc.overrides.task), list(hc.job.config.override_dirname.exclude_keys))
     threads = job_threads(hc.launcher) if hc.mode == RunMode.MULTIRUN else None
     return RunInfo(Path(hc.runtime.output_dir), hc.job.override_dirname or None, group, choices_of(), sweep, threads)

@@ -103,9 +103,8 @@ def build_step(cfg: DictConfig, data: ImageData) -> TrainStep:
 
 
 def load_script(name: str) -> ModuleType:
-    """``experiments/<name>.py`` as a module (experiments/ is a folder of scripts, not a package)."""
-    if str(ROOT / "experiments") not in sys.path:
-        sys.path.insert(0, str(ROOT / "experiments"))  # where the scripts import each other from
+    """``experiments/<name>.py`` as a module (experiments/ is a folder of scripts, not a package; what they share
+    they import from ``sigprop``)."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

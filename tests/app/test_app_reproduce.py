@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,58 @@ def test_reproduce_runs_a_row_over_two_seeds_and_writes_the_table(tmp_path: Path
     assert reproduce.main(args) == 0  # everything finished: nothing trains again
     assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")} == before
     assert json.loads(results.read_text()) == rows
+
+
+TRACKED = (reproduce.REPORT, reproduce.RESULTS, *sorted(reproduce.PLOTS.glob("*.png")))
+
+
+def test_report_goes_to_the_users_folder_unless_recorded(tmp_path: Path) -> None:
+    """By default the report, its JSON and its curves go to --out; the tracked files change only with --record."""
+    before = {path: path.read_bytes() for path in TRACKED}
+    out = tmp_path / "mine"
+    assert reproduce.main(["--report-only", "--out", str(out), "--logger", "none"]) == 0
+    assert {path: path.read_bytes() for path in TRACKED} == before
+    assert (out / "REPRODUCTION.md").is_file() and (out / "reproduction.json").is_file()
+    assert len(json.loads((out / "reproduction.json").read_text())) == len(ROWS)
+
+
+def test_report_only_on_a_fresh_clone_keeps_the_recorded_figures_and_their_links(tmp_path: Path) -> None:
+    """No run folders (a fresh clone): --record --report-only keeps every recorded row and every figure link."""
+    exp = tmp_path / "experiments"
+    shutil.copytree(reproduce.PLOTS, exp / "results" / "reproduction")
+    shutil.copy(reproduce.RESULTS, exp / "results" / "reproduction.json")
+    report = exp / "REPRODUCTION.md"
+    args = ["--report-only", "--record", "--out", str(tmp_path / "outputs" / "reproduce"), "--report", str(report),
+            "--results", str(exp / "results" / "reproduction.json"), "--plots", str(exp / "results" / "reproduction")]
+    assert reproduce.main(args) == 0
+    links = [line for line in reproduce.REPORT.read_text().splitlines() if line.startswith("![")]
+    assert links and [line for line in report.read_text().splitlines() if line.startswith("![")] == links
+    rewritten = {(r["table"], r["row"]): r for r in json.loads((exp / "results" / "reproduction.json").read_text())}
+    measured = [r for r in json.loads(reproduce.RESULTS.read_text()) if r["seeds"]]
+    assert measured and all(rewritten[(r["table"], r["row"])] == r for r in measured)
+
+
+def test_a_seed_setting_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        reproduce.main(["mnist", "--rows", "mlp-sigprop-v15", "--seeds", "0", "1", "--out", str(tmp_path), "--set", "seed=5"])
+    assert stop.value.code == 2 and not (tmp_path / "mnist").exists()
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        ": error: --set seed=5: the seeds come from --seeds (e.g. --seeds 5), one run each")
+
+
+def test_dry_run_estimates_the_time_and_names_missing_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The estimate comes from the recorded seconds per epoch; a dataset absent from data_dir is named with the
+    command that puts it there."""
+    recorded = {r["row"]: r for r in json.loads(reproduce.RESULTS.read_text()) if r["table"] == "mnist"}
+    seconds = recorded["mlp-sigprop-v15"]["s_per_epoch"] * recorded["mlp-sigprop-v15"]["epochs"] * 2
+    args = ["mnist", "--rows", "mlp-sigprop-v15", "--seeds", "0", "1", "--out", str(tmp_path / "runs"), "--dry-run",
+            "--jobs", "1", "--set", f"data_dir={tmp_path / 'empty'}"]
+    assert reproduce.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.startswith("[to run] python train.py experiment=repro_mnist_mlp") for line in lines[:2]] == [True, True]
+    assert lines[2].startswith(f"estimate: 2 runs to train, about {reproduce.duration(seconds)} of training in all, "
+                               f"about {reproduce.duration(seconds)} with 1 at a time (the s/epoch recorded in ")
+    assert lines[3].startswith(f"warning: dataset mnist: not found in {tmp_path / 'empty' / 'MNIST' / 'raw'} (not "
+                               "downloaded yet: a run downloads it, and fails offline); put ")
+    assert "python -m sigprop.data.prepare mnist --source DIR" in lines[3] and len(lines) == 4
+    assert not (tmp_path / "runs").exists()

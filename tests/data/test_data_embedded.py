@@ -1,7 +1,6 @@
 """The MNIST subset shipped in the package: present, stratified, exact copies of real MNIST, rebuilt identically."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -21,12 +20,10 @@ KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 
 @pytest.fixture(scope="module")
 def build_embedded() -> ModuleType:
-    """scripts/build_embedded.py as a module (scripts/ is no package)."""
-    spec = importlib.util.spec_from_file_location("build_embedded", ROOT / "scripts" / "build_embedded.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The builder of the shipped subset (``python -m sigprop.data.embedded``)."""
+    from sigprop.data.embedded import build
+
+    return build
 
 
 def _arrays(path: Path) -> dict[str, np.ndarray]:
@@ -37,7 +34,7 @@ def _arrays(path: Path) -> dict[str, np.ndarray]:
 
 def test_shipped_subset_is_real_stratified_mnist(mnist_source: Path) -> None:
     path = Path(str(embedded_path()))
-    assert path.is_file(), f"{path} missing: run python scripts/build_embedded.py"
+    assert path.is_file(), f"{path} missing: run python -m sigprop.data.embedded --source DIR"
     assert path.stat().st_size < 4_000_000
     shipped = _arrays(path)
     assert shipped["train_images"].shape == (10_000, 1, 28, 28) and shipped["train_images"].dtype == np.uint8
@@ -59,8 +56,8 @@ def test_shipped_subset_is_real_stratified_mnist(mnist_source: Path) -> None:
 def test_build_script_rebuilds_the_shipped_arrays(mnist_source: Path, tmp_path: Path, build_embedded: ModuleType) -> None:
     out = tmp_path / "rebuilt.npz"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "build_embedded.py"), "--source", str(mnist_source), "--out", str(out)],
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "sigprop.data.embedded", "--source", str(mnist_source), "--out", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
     rebuilt, shipped = _arrays(out), _arrays(Path(str(embedded_path())))

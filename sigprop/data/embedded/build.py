@@ -1,6 +1,6 @@
 """Rebuild ``sigprop/data/embedded/mnist_small.npz``, the MNIST subset shipped as the default dataset.
 
-    python scripts/build_embedded.py [--source DIR] [--train 10000] [--test 10000] [--seed 0]
+    python -m sigprop.data.embedded --source DIR [--out FILE] [--train 10000] [--test 10000] [--seed 0]
 
 ``DIR`` holds the four original MNIST IDX files (``.gz`` or plain). The training images are a
 stratified, seeded subset (see ``sigprop.data.datasets.stratified_indices``); with the defaults the
@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
+from ..datasets import EMBEDDED_FILE, stratified_indices
+from ..offline import IDX_FILES, read_idx, save_npz
 
-from sigprop.data.datasets import EMBEDDED_FILE, stratified_indices  # noqa: E402
-from sigprop.data.offline import IDX_FILES, read_idx, save_npz  # noqa: E402
-
-log = logging.getLogger("build_embedded")
-DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "MNIST" / "raw"
-DEFAULT_OUT = ROOT / "sigprop" / "data" / "embedded" / EMBEDDED_FILE
+log = logging.getLogger("sigprop.data.embedded")
+DEFAULT_OUT = Path(__file__).resolve().parent / EMBEDDED_FILE  # the package's own copy
 
 
 def idx_file(source: Path, name: str) -> Path:
@@ -62,8 +57,8 @@ def build(source: Path, out: Path, train: int, test: int, seed: int) -> dict[str
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="folder with the MNIST IDX files (default: %(default)s)")
+    parser = argparse.ArgumentParser(prog="python -m sigprop.data.embedded", description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, required=True, help="folder with the four MNIST IDX files (.gz or plain)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output .npz (default: %(default)s)")
     parser.add_argument("--train", type=int, default=10_000, help="training images, stratified (default: %(default)s of 60000)")
     parser.add_argument("--test", type=int, default=10_000, help="test images, stratified (default: %(default)s, the whole test set)")
@@ -73,8 +68,4 @@ def main(argv: list[str] | None = None) -> None:
     try:
         build(args.source, args.out, args.train, args.test, args.seed)
     except (FileNotFoundError, ValueError) as err:
-        parser.exit(2, f"build_embedded: {err}\n")
-
-
-if __name__ == "__main__":
-    main()
+        parser.exit(2, f"{parser.prog}: {err}\n")
