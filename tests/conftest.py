@@ -26,16 +26,17 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 CIFAR10_SUBSET = {"train": 300, "test": 100}  # images per class extracted from the archive (3,000 / 1,000)
 CIFAR10_TREE = {"train": 20, "test": 8}  # images per class in the small tree of the data tests (200 / 80)
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+TEST_DATA_FILES = "MNIST/raw/*-ubyte.gz and cifar10-jpeg.tar.gz"  # what $SIGPROP_TEST_DATA holds, as the README says
 
 
 def real_data(relative: str, what: str) -> Path:
     """``$SIGPROP_TEST_DATA/relative``; skips the test when the variable is unset, fails it when the file is missing."""
     root = os.environ.get(TEST_DATA)
     if not root:
-        pytest.skip(f"needs {what}: set {TEST_DATA}=DIR (a folder with MNIST/raw/*.gz and cifar10-jpeg.tar.gz)")
+        pytest.skip(f"needs {what}: set {TEST_DATA}=DIR (a folder with {TEST_DATA_FILES})")
     path = Path(root).expanduser() / relative
     if not path.exists():
-        pytest.fail(f"{path} not found ({TEST_DATA}={root} must hold MNIST/raw/*-ubyte.gz and cifar10-jpeg.tar.gz)")
+        pytest.fail(f"{path} not found ({TEST_DATA}={root} must hold {TEST_DATA_FILES})")
     return path
 
 

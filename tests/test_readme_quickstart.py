@@ -194,3 +194,24 @@ def test_readme_extension_examples(mnist) -> None:
     assert all(not torch.equal(before[k], p) for k, p in layer.named_parameters())
     print(f"README extension examples: hidden layer's label-match accuracy per 512 images {local}")
     assert local[-1] > local[0] and local[-1] >= 0.5  # chance: 0.1
+
+
+def test_readme_names_the_test_data_files_as_the_skip_message_does() -> None:
+    """A skipped test says which files ``$SIGPROP_TEST_DATA`` must hold in the README's words."""
+    from conftest import TEST_DATA, TEST_DATA_FILES
+
+    text = README.read_text(encoding="utf-8")
+    assert f"`{TEST_DATA}=DIR` (a folder" in text
+    for pattern in TEST_DATA_FILES.split(" and "):
+        assert f"`{pattern}`" in text, pattern
+
+
+def test_readme_quickstart_figures_describe_the_data_the_example_loads() -> None:
+    """The sentence under the quick start names the data its example (the shipped subset, all of it) trains and
+    tests on."""
+    from sigprop.data import Embedded
+
+    data = Embedded(mean=[0.1307], std=[0.3081]).load()
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    assert f"all {len(data.train_labels):,} training images of the shipped subset" in text
+    assert f"on its {len(data.test_labels):,} test images" in text

@@ -2,11 +2,12 @@
 objects it names and trains one batch of real images; the presets hold the settings they promise."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import torch
-from app_helpers import build_step, compose_config, load_dataset, options
+from app_helpers import CONF_DIR, build_step, compose_config, load_dataset, options, train
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
@@ -82,6 +83,28 @@ def test_every_group_has_its_options() -> None:
     assert options("scheduler") == ["multistep", "none"]
     assert options("logger") == ["none", "wandb"]
     assert {"cifar10_reference", "mnist_mlp"} <= set(options("experiment"))
+
+
+def test_config_yaml_lists_every_option_of_the_groups_it_lists() -> None:
+    """conf/config.yaml's defaults comment each group with its options (``# conf/model/: mlp_small, mlp, ...``):
+    every option file of the group is named there, so a reader of the config sees all of them."""
+    listed = re.findall(r"#\s*conf/(\w+)/:\s*(.*)", (CONF_DIR / "config.yaml").read_text())
+    assert len(listed) >= 8, listed
+    for group, comment in listed:
+        named = set(re.findall(r"\w+", re.sub(r"\([^)]*\)", "", comment)))  # without the remarks in brackets
+        assert set(options(group)) <= named or group == "experiment", f"conf/config.yaml lists {group}: {comment!r}, not {options(group)}"
+
+
+def test_help_opens_with_what_the_app_does(tmp_path: Path) -> None:
+    """``python train.py --help``: what the application does and its two commands first, then Hydra's list of
+    the config groups and the composed config."""
+    result = train(["--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("train.py trains a network with Signal Propagation"), lines[:3]
+    assert "python train.py" in result.stdout and "== Configuration groups ==" in result.stdout
+    assert "model: cnn, mlp, mlp_small, vgg11, vgg6, vgg8" in result.stdout
+    assert "is powered by Hydra" not in result.stdout
 
 
 @pytest.mark.parametrize("dataset", options("dataset"))
