@@ -208,6 +208,7 @@ def main(cfg: DictConfig) -> float:
                 job.tracker.log(row, int(row["epoch"]))
             progress = parts.show_progress(cfg) and job.writes
             combine = job.parallel.sum_metrics if job.parallel else None
+            label = f"job {HydraConfig.get().job.num}: " if in_sweep() else ""  # a parallel sweep's jobs share the console
             for epoch in range(job.start_epoch + 1, epochs + 1):
                 row: dict[str, Any] = {"epoch": epoch, "lr": step.lr()}
                 bar = dict(progress=progress, refresh_every=cfg.refresh_every, combine=combine)
@@ -222,7 +223,7 @@ def main(cfg: DictConfig) -> float:
                         checkpoint.save(job.run_dir / checkpoint.CHECKPOINT_FILE, epoch, step, loaders.generator, [*history, row], job.config)
                     history.append(row)
                     job.tracker.log(row, epoch)
-                log.info(summary.describe_epoch(row, epochs))
+                log.info("%s%s", label, summary.describe_epoch(row, epochs))
         except BaseException as err:  # noqa: BLE001 - recorded below, then raised or reported
             outcome = outcome_of(err)
 

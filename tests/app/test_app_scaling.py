@@ -47,6 +47,8 @@ def test_joblib_sweep_runs_each_job_in_its_own_process_folder_and_wandb_run(tmp_
     assert last.endswith(f"; 1 finished; results in {sweep} (python experiments/compare.py {sweep})"), last
     assert summary(sweep / "0")["status"] == "finished" and len(read_metrics(sweep / "0")) == 1
     assert summary(sweep / "1")["status"] == "failed" and not (sweep / "1" / "metrics.jsonl").exists()
+    epoch_lines = [line for line in (result.stdout + result.stderr).splitlines() if "epoch 1/1 " in line]
+    assert epoch_lines and all("] - job 0: epoch 1/1 " in line for line in epoch_lines), epoch_lines  # which job it is
     threads = max(available_cores() // 2, 1)
     assert f"on cpu ({threads} thread" in (sweep / "0" / "train.log").read_text()
     (run,) = [r.run for r in wandb_records(sweep / "0") if r.HasField("run")][:1]
