@@ -42,7 +42,7 @@ from omegaconf.errors import OmegaConfBaseException
 from sigprop.data.datasets import ImageData
 from sigprop.engine import checkpoint, checks, config, parallel, parts, rundir, summary
 from sigprop.engine.assemble import assemble
-from sigprop.engine.interrupt import Interrupted, StopSignals
+from sigprop.engine.interrupt import Interrupted, StopSignals, check_stop
 from sigprop.engine.outcome import Outcome, check_finite, outcome_of
 from sigprop.engine.step import TrainStep
 from sigprop.tracking import Trackers
@@ -185,6 +185,7 @@ def main(cfg: DictConfig) -> float:
     with StopSignals() as signals:
         # 1. Build: the data, the assembled model and its training step, the loaders, the trackers.
         try:
+            check_stop()  # a sweep's worker told to stop before this job began: the job closes at once
             job = build(cfg, rundir.hydra_run_info())
         except BaseException as err:  # noqa: BLE001 - recorded in the run's folder, then reported as below
             setting = isinstance(err, (config.ConfigError, OmegaConfBaseException))
