@@ -27,6 +27,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -304,6 +305,8 @@ def run() -> None:
         fail(err)
     except Interrupted as err:  # the job's record is closed: summary.json says "interrupted"
         sys.exit(err.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C before Hydra started the run: nothing was created
+        sys.exit(128 + signal.SIGINT)
 
 
 if __name__ == "__main__":

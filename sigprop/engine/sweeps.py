@@ -110,21 +110,24 @@ def sweep_workers() -> list[int]:
     return workers
 
 
-def close_unstarted_run(signum: int) -> None:
-    """``summary.json`` saying interrupted in the folder of the job (or run) Hydra is starting in this process,
-    if that folder was created but holds no record yet (a signal while Hydra writes its ``.hydra/`` files,
-    before ``train.py`` takes over)."""
-    if not HydraConfig.initialized():
-        return
-    config = HydraConfig.get()
-    folder = OmegaConf.select(config, "runtime.output_dir")
+def starting_run_dir(claimed: Path | None) -> Path | None:
+    """The folder of the run or job Hydra is starting in this process: a sweep's job folder (inside the sweep's
+    folder), else the single run's folder this process claimed (``claimed``); None when there is none yet."""
+    if HydraConfig.initialized():
+        config = HydraConfig.get()
+        folder, sweep_dir = OmegaConf.select(config, "runtime.output_dir"), OmegaConf.select(config, "sweep.dir")
+        if config.mode == RunMode.MULTIRUN and folder and sweep_dir:
+            folder, sweep_dir = Path(folder).resolve(), Path(str(sweep_dir)).resolve()
+            return folder if sweep_dir in folder.parents else None
+    return claimed
+
+
+def close_unstarted_run(folder: Path | None, signum: int) -> None:
+    """``summary.json`` saying interrupted in ``folder`` (a run or job Hydra is starting), if it was created
+    but holds no record yet (a signal while Hydra writes its ``.hydra/`` files, before ``train.py`` takes over)."""
     world = torchrun_world()
-    if not folder or (world is not None and world[0] != 0):
+    if folder is None or not folder.is_dir() or (world is not None and world[0] != 0):
         return
-    folder = Path(folder)
-    started = folder / rundir.CLAIM_FILE, folder / str(config.output_subdir or ".hydra")
-    if not folder.is_dir() or not any(path.exists() for path in started) or (folder / "multirun.yaml").exists():
-        return  # not a run's folder (a sweep's main process)
     if any((folder / name).exists() for name in (SUMMARY_FILE, METRICS_FILE, "checkpoint.pt")):
         return
     reason = f"interrupted by {signal.Signals(signum).name}"
@@ -151,6 +154,7 @@ class StopSweep:
     def __init__(self) -> None:
         self.received: int | None = None
         self.sweep_dir: Path | None = None
+        self.run_dir: Path | None = None  # a single run's folder, once this process claimed it
 
     def install(self, sweep_dir: Path | None = None) -> None:
         """Handle the stop signals in this process from now on (Python handles signals in its main thread only)."""
@@ -170,7 +174,7 @@ class StopSweep:
         if self.received is not None:
             return  # a stop is under way
         self.received = signum
-        close_unstarted_run(signum)
+        close_unstarted_run(starting_run_dir(self.run_dir), signum)
         if self.in_worker():
             return  # the sweep's main process collects this worker's jobs; the next one closes at once
         workers = sweep_workers()
@@ -233,6 +237,7 @@ class ConfigCheck(Callback):
             # Before Hydra writes its .hydra/ files there: an earlier run's folder, finished or failed, stays untouched.
             run_dir = rundir.check_unused_folder(config.hydra.run.dir, "hydra.run.dir", config.hydra.output_subdir)
             rundir.claim(run_dir)
+            STOP.run_dir = run_dir
         except (ConfigError, HydraException, OmegaConfBaseException) as err:
             raise SystemExit(f"error: {one_line(err)}") from None
 
