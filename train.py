@@ -14,11 +14,11 @@ Read top to bottom:
    the forward pass (``Learn.forward`` and ``Loss.train_``, sigprop/propagators/learn.py); with
    ``step.mode=fused`` the local losses are applied by the step's one backward. An epoch with a
    non-finite loss stops the run (diverged); otherwise the tracker writes the epoch to metrics.jsonl and
-   W&B (sigprop/tracking/) and checkpoint.pt is replaced. SIGTERM or SIGINT abandons the epoch in
+   W&B (sigprop/tracking/) and checkpoint.pt is replaced. SIGTERM, SIGINT or SIGHUP abandons the epoch in
    progress (sigprop/engine/interrupt.py).
 3. Finish: summary.json and the W&B run record how the run ended (sigprop/engine/outcome.py: finished,
    interrupted, diverged, failed) and the last completed epoch; one line with the final accuracy, or
-   one line that says why the run stopped (exit status 1; 130/143 for a signal).
+   one line that says why the run stopped (exit status 1; 128 + its number for a signal).
 """
 from __future__ import annotations
 
