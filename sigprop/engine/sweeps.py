@@ -76,6 +76,7 @@ def started_jobs(sweep_dir: Path, output_subdir: str = ".hydra") -> list[tuple[i
 
 SWEEP_PID = "SIGPROP_SWEEP_PID"  # the sweep's main process, as its launcher's worker processes see it
 WORKER_GRACE_S = 60.0  # how long the sweep's main process waits for its workers to close their records
+WORKER_EXIT_S = 10.0  # and then for them to exit
 
 
 def _proc_fields(pid: int | str) -> tuple[str, int]:
@@ -185,6 +186,7 @@ class StopSweep:
                 pass
         if workers and self.sweep_dir is not None:
             self._wait_for_records(self.sweep_dir, workers)
+            self._end_workers(workers)
         raise Interrupted(signum)
 
     def _wait_for_records(self, sweep_dir: Path, workers: list[int]) -> None:
@@ -197,6 +199,21 @@ class StopSweep:
                 return
             time.sleep(0.1)
         log.error("the sweep's workers did not close their records within %.0f s", WORKER_GRACE_S)
+
+    def _end_workers(self, workers: list[int]) -> None:
+        """Ask joblib's workers to exit as they would at the sweep's normal end (at most ``WORKER_EXIT_S``): the
+        launcher otherwise kills them, and what they held (semaphores, W&B's process) is reported as leaked."""
+        try:
+            from joblib.externals.loky import reusable_executor
+        except ImportError:
+            return
+        executor = getattr(reusable_executor, "_executor", None)  # the one joblib's workers belong to
+        if executor is None:
+            return
+        executor.shutdown(wait=False)
+        end = time.monotonic() + WORKER_EXIT_S
+        while any(self._alive(pid) for pid in workers) and time.monotonic() < end:
+            time.sleep(0.05)
 
     @staticmethod
     def _alive(pid: int) -> bool:
