@@ -61,8 +61,8 @@ def sweep_processes(main_pid: int) -> list[str]:
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
         try:
-            if int(entry.name) == main_pid:
-                continue
+            if int(entry.name) == main_pid or (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # the main process; one that has ended (a zombie until it is reaped)
             marked = f"SIGPROP_SWEEP_PID={main_pid}".encode() in (entry / "environ").read_bytes().split(b"\0")
             if marked or os.getpgid(int(entry.name)) == main_pid:
                 found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
@@ -127,6 +127,22 @@ def test_a_signal_stops_a_joblib_sweep_closing_every_jobs_record(signum: int, gr
     end = time.monotonic() + 10  # the processes the sweep started end with it
     while sweep_processes(proc.pid) and time.monotonic() < end:
         time.sleep(0.1)
+    assert not sweep_processes(proc.pid)
+
+
+@pytest.mark.slow
+def test_a_joblib_sweep_leaves_no_process_behind(tmp_path: Path) -> None:
+    """At a sweep's normal end its workers (an idle one too) and their W&B processes end with it."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason=CLUSTER)
+    sweep = tmp_path / "sweep"
+    proc, out = start_sweep(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3", *TINY, "logger=wandb",
+                             "seed=0,1", f"hydra.sweep.dir={sweep}"], tmp_path)
+    try:
+        assert proc.wait(timeout=240) == 0, out.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert summary(sweep / "0")["status"] == summary(sweep / "1")["status"] == "finished"
     assert not sweep_processes(proc.pid)
 
 
