@@ -18,8 +18,8 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from types import FrameType
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
@@ -190,8 +190,8 @@ class StopSweep:
         raise Interrupted(signum)
 
     def _wait_for_records(self, sweep_dir: Path, workers: list[int]) -> None:
-        """Until every started job in ``sweep_dir`` has its summary.json (or its worker ended), at most
-        ``WORKER_GRACE_S``: the launcher kills its workers once the sweep's main process stops."""
+        """Until every started job in ``sweep_dir`` has its summary.json (or its workers ended), at most
+        ``WORKER_GRACE_S``: once the sweep's main process stops, the launcher ends its workers."""
         end = time.monotonic() + WORKER_GRACE_S
         while time.monotonic() < end:
             open_jobs = [folder for _, _, folder in started_jobs(sweep_dir) if not (folder / SUMMARY_FILE).exists()]
@@ -245,6 +245,7 @@ class ConfigCheck(Callback):
         self.failed: list[str] = []
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        os.environ.pop(SWEEP_PID, None)  # a single run is its own main process, even if started from a sweep's job
         STOP.install()
         try:
             check_config(config)
