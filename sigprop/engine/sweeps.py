@@ -129,6 +129,13 @@ def close_unstarted_run(folder: Path | None, signum: int) -> None:
     world = torchrun_world()
     if folder is None or not folder.is_dir() or (world is not None and world[0] != 0):
         return
+    claim = folder / rundir.CLAIM_FILE
+    try:
+        owner = claim.read_text(encoding="utf-8") if claim.is_file() else ""
+        if owner and not owner.startswith(f"pid {os.getpid()} "):  # empty: this process is writing it
+            return  # another run's folder (it claimed it first)
+    except OSError:
+        return
     if any((folder / name).exists() for name in (SUMMARY_FILE, METRICS_FILE, "checkpoint.pt")):
         return
     reason = f"interrupted by {signal.Signals(signum).name}"
@@ -254,8 +261,8 @@ class ConfigCheck(Callback):
                 return  # a torchrun run: rank 0 claims the folder all ranks share
             # Before Hydra writes its .hydra/ files there: an earlier run's folder, finished or failed, stays untouched.
             run_dir = rundir.check_unused_folder(config.hydra.run.dir, "hydra.run.dir", config.hydra.output_subdir)
+            STOP.run_dir = run_dir  # from the moment the folder may exist: a signal then leaves it a record
             rundir.claim(run_dir)
-            STOP.run_dir = run_dir
         except (ConfigError, HydraException, OmegaConfBaseException) as err:
             raise SystemExit(f"error: {one_line(err)}") from None
 

@@ -130,24 +130,26 @@ def signal_when(path: Path, proc: subprocess.Popen[str], out: Path, signum: int,
     proc.send_signal(signum)
 
 
-EARLY = {  # a signal while Hydra creates the run's folder and writes .hydra/, or as train.py begins
-    "single run, SIGINT": (False, signal.SIGINT, 130),
-    "single run, SIGHUP": (False, signal.SIGHUP, 129),
-    "basic sweep, SIGINT": (True, signal.SIGINT, 130),
-    "basic sweep, SIGTERM": (True, signal.SIGTERM, 143),
+EARLY = {  # a signal as Hydra creates the run's folder, as it writes .hydra/ there, or as train.py begins
+    "single run, SIGINT": (False, signal.SIGINT, 130, ""),
+    "single run, SIGHUP": (False, signal.SIGHUP, 129, ""),
+    "single run, SIGTERM while .hydra/ is written": (False, signal.SIGTERM, 143, ".hydra"),
+    "basic sweep, SIGINT": (True, signal.SIGINT, 130, ""),
+    "basic sweep, SIGTERM": (True, signal.SIGTERM, 143, ""),
+    "basic sweep, SIGINT while .hydra/ is written": (True, signal.SIGINT, 130, ".hydra"),
 }
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sweep,signum,code", list(EARLY.values()), ids=list(EARLY))
-def test_a_signal_before_training_leaves_the_folder_a_record(sweep: bool, signum: int, code: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sweep,signum,code,when", list(EARLY.values()), ids=list(EARLY))
+def test_a_signal_before_training_leaves_the_folder_a_record(sweep: bool, signum: int, code: int, when: str, tmp_path: Path) -> None:
     """A signal that lands before the first epoch, even while Hydra writes the folder: no traceback, the exit
     status of the signal, and the folder that was created says interrupted (a sweep's next job never starts)."""
     base = tmp_path / "runs"
     args = [*TINY, "epochs=50", "logger=none"]
     args += ["-m", "seed=0,1", f"hydra.sweep.dir={base}"] if sweep else [f"hydra.run.dir={base / '0'}"]
     proc, out = start_train(args, tmp_path)
-    signal_when(base / "0", proc, out, signum)
+    signal_when(base / "0" / when, proc, out, signum)
     assert proc.wait(timeout=120) == code, out.read_text()[-3000:]
     text = out.read_text()
     assert "Traceback" not in text, text[-3000:]
