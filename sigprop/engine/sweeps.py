@@ -141,8 +141,9 @@ def close_unstarted_run(folder: Path | None, signum: int) -> None:
     reason = f"interrupted by {signal.Signals(signum).name}"
     try:
         write_summary(folder, {"last_epoch": 0, "world_size": 1, "reason": reason}, "interrupted")
+        log.error("%s; %s: no epoch completed; summary.json says interrupted", reason, folder)
     except OSError as err:
-        log.error("%s could not be written: %s", folder / SUMMARY_FILE, one_line(err))
+        log.error("%s; %s could not be written: %s", reason, folder / SUMMARY_FILE, one_line(err))
 
 
 class StopSweep:
