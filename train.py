@@ -14,11 +14,11 @@ Read top to bottom:
    the forward pass (``Learn.forward`` and ``Loss.train_``, sigprop/propagators/learn.py); with
    ``step.mode=fused`` the local losses are applied by the step's one backward. An epoch with a
    non-finite loss stops the run (diverged); otherwise the tracker writes the epoch to metrics.jsonl and
-   W&B (sigprop/tracking/) and checkpoint.pt is replaced. SIGTERM or SIGINT abandons the epoch in
+   W&B (sigprop/tracking/) and checkpoint.pt is replaced. SIGTERM, SIGINT or SIGHUP abandons the epoch in
    progress (sigprop/engine/interrupt.py).
 3. Finish: summary.json and the W&B run record how the run ended (sigprop/engine/outcome.py: finished,
    interrupted, diverged, failed) and the last completed epoch; one line with the final accuracy, or
-   one line that says why the run stopped (exit status 1; 130/143 for a signal).
+   one line that says why the run stopped (exit status 1; 128 + its number for a signal).
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -42,7 +43,7 @@ from omegaconf.errors import OmegaConfBaseException
 from sigprop.data.datasets import ImageData
 from sigprop.engine import checkpoint, checks, config, parallel, parts, rundir, summary
 from sigprop.engine.assemble import assemble
-from sigprop.engine.interrupt import Interrupted, StopSignals
+from sigprop.engine.interrupt import Interrupted, StopSignals, check_stop
 from sigprop.engine.outcome import Outcome, check_finite, outcome_of
 from sigprop.engine.step import TrainStep
 from sigprop.tracking import Trackers
@@ -185,6 +186,7 @@ def main(cfg: DictConfig) -> float:
     with StopSignals() as signals:
         # 1. Build: the data, the assembled model and its training step, the loaders, the trackers.
         try:
+            check_stop()  # a sweep's worker told to stop before this job began: the job closes at once
             job = build(cfg, rundir.hydra_run_info())
         except BaseException as err:  # noqa: BLE001 - recorded in the run's folder, then reported as below
             setting = isinstance(err, (config.ConfigError, OmegaConfBaseException))
@@ -304,6 +306,8 @@ def run() -> None:
         fail(err)
     except Interrupted as err:  # the job's record is closed: summary.json says "interrupted"
         sys.exit(err.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C before Hydra started the run: nothing was created
+        sys.exit(128 + signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,16 @@
-"""SIGTERM and SIGINT as an orderly stop: the epoch in progress is abandoned, the run's record is closed.
+"""SIGTERM, SIGINT and SIGHUP as an orderly stop: the epoch in progress is abandoned, the run's record is closed.
 
 Schedulers (SLURM, Kubernetes, ``timeout``, submitit's preemption) send SIGTERM; Ctrl-C sends
-SIGINT. Inside ``StopSignals`` both raise ``Interrupted`` in the main thread, so ``train.py`` leaves
-the epoch in progress, marks the run interrupted (summary.json, W&B) and exits with 128 + the
-signal's number (143, 130). Inside ``StopSignals.held()`` a signal waits until the block ends, so
-an epoch's record (metrics line, W&B point, checkpoint) is written whole or not at all.
+SIGINT; a closed terminal sends SIGHUP. Inside ``StopSignals`` they raise ``Interrupted`` in the main
+thread, so ``train.py`` leaves the epoch in progress, marks the run interrupted (summary.json, W&B)
+and exits with 128 + the signal's number (143, 130, 129). Inside ``StopSignals.held()`` a signal
+waits until the block ends, so an epoch's record (metrics line, W&B point, checkpoint) is written
+whole or not at all. Once a stop is under way, further stop signals (Ctrl-C pressed twice, or the
+same signal from the terminal and again from a sweep's main process) do not interrupt the closing
+of the record.
+
+A process remembers that it was told to stop (``stop_requested``): a sweep's worker process that
+gets a stop signal between jobs closes the next job it is given at once (``check_stop``).
 """
 from __future__ import annotations
 
@@ -13,7 +19,27 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, Iterator
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+_stop_requested: int | None = None  # the first stop signal this process received
+
+
+def request_stop(signum: int) -> None:
+    """Remember that this process was told to stop (the first signal counts)."""
+    global _stop_requested
+    if _stop_requested is None:
+        _stop_requested = int(signum)
+
+
+def stop_requested() -> int | None:
+    """The first stop signal this process received, if any."""
+    return _stop_requested
+
+
+def check_stop() -> None:
+    """Raise ``Interrupted`` if this process was told to stop before (e.g. a sweep's worker between jobs)."""
+    if _stop_requested is not None:
+        raise Interrupted(_stop_requested)
 
 
 class Interrupted(BaseException):
@@ -23,6 +49,10 @@ class Interrupted(BaseException):
     def __init__(self, signum: int) -> None:
         self.signum = int(signum)
         super().__init__(f"interrupted by {self.name}")
+
+    def __reduce__(self) -> tuple[type, tuple[int]]:
+        # A launcher's worker sends it back to the sweep's main process pickled: rebuilt from the signal's number.
+        return Interrupted, (self.signum,)
 
     @property
     def name(self) -> str:
@@ -35,12 +65,13 @@ class Interrupted(BaseException):
 
 
 class StopSignals:
-    """A context in which SIGTERM and SIGINT raise ``Interrupted`` (the previous handlers come back on exit)."""
+    """A context in which the stop signals raise ``Interrupted``, once (the previous handlers come back on exit)."""
 
     def __init__(self) -> None:
         self.received: int | None = None  # the first stop signal
         self._holding = 0
         self._pending = False  # a signal arrived inside held()
+        self._raised = False  # Interrupted was raised: the record is being closed
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
@@ -54,11 +85,15 @@ class StopSignals:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        request_stop(signum)
         if self.received is None:
             self.received = signum
+        if self._raised:
+            return  # a stop is under way: a second signal must not cut the closing of the record short
         if self._holding:
             self._pending = True
         else:
+            self._raised = True
             raise Interrupted(self.received)
 
     @contextmanager
@@ -71,4 +106,5 @@ class StopSignals:
             self._holding -= 1
         if self._holding == 0 and self._pending:
             self._pending = False
+            self._raised = True
             raise Interrupted(self.received or signal.SIGTERM)

@@ -1,6 +1,6 @@
 """How a run ended, for its record: ``summary.json``'s ``status`` and the W&B run's exit code.
 
-``finished``: every epoch ran. ``interrupted``: SIGTERM or SIGINT (``interrupt.py``); the epoch in
+``finished``: every epoch ran. ``interrupted``: SIGTERM, SIGINT or SIGHUP (``interrupt.py``); the epoch in
 progress was abandoned. ``diverged``: a loss became NaN or infinite; that epoch was not recorded.
 ``failed``: anything else (a setting that does not fit the data, a full disk, a crash). In all
 four the checkpoint and ``metrics.jsonl`` hold the last completed epoch.

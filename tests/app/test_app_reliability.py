@@ -65,6 +65,7 @@ SIGNALS = {  # how a scheduler or a user stops a run, and the exit status it exp
     "SIGTERM": (signal.SIGTERM, False, 143, pytest.mark.slow),
     "SIGINT": (signal.SIGINT, False, 130, pytest.mark.slow),
     "SIGTERM to the process group": (signal.SIGTERM, True, 143, pytest.mark.slow),
+    "SIGHUP": (signal.SIGHUP, False, 129, pytest.mark.slow),  # the terminal closed
 }
 
 
@@ -95,13 +96,16 @@ def test_stop_signals_are_held_while_an_epoch_is_recorded() -> None:
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)  # the handler runs in the main thread at the next bytecode
         assert err.value.exit_code == 143
-        steps = []
-        with pytest.raises(Interrupted):
-            with signals.held():
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(0.05)
-                steps.append("the record is complete")
-        assert steps == ["the record is complete"]
+        os.kill(os.getpid(), signal.SIGINT)  # a second signal while the record is closed: no second Interrupted
+        time.sleep(0.05)
+    assert pickle.loads(pickle.dumps(err.value)).signum == signal.SIGTERM  # as a launcher's worker sends it back
+    steps = []
+    with StopSignals() as signals, pytest.raises(Interrupted):
+        with signals.held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            steps.append("the record is complete")
+    assert steps == ["the record is complete"]
     assert signal.getsignal(signal.SIGTERM) is before
 
 
@@ -114,6 +118,44 @@ def test_sigterm_stops_a_sweep_after_closing_the_current_jobs_record(tmp_path: P
     assert proc.wait(timeout=120) == 143
     assert summary(sweep / "0")["status"] == "interrupted"
     assert not (sweep / "1").exists()  # the next job never started
+
+
+def signal_when(path: Path, proc: subprocess.Popen[str], out: Path, signum: int, timeout: float = 240) -> None:
+    """Send ``signum`` as soon as ``path`` exists (Hydra is starting the run there), polling every few ms."""
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"train.py ended before {path} appeared:\n{out.read_text()[-3000:]}"
+        assert time.monotonic() < end, f"no {path} after {timeout} s"
+        time.sleep(0.002)
+    proc.send_signal(signum)
+
+
+EARLY = {  # a signal as Hydra creates the run's folder, as it writes .hydra/ there, or as train.py begins
+    "single run, SIGINT": (False, signal.SIGINT, 130, ""),
+    "single run, SIGHUP": (False, signal.SIGHUP, 129, ""),
+    "single run, SIGTERM while .hydra/ is written": (False, signal.SIGTERM, 143, ".hydra"),
+    "basic sweep, SIGINT": (True, signal.SIGINT, 130, ""),
+    "basic sweep, SIGTERM": (True, signal.SIGTERM, 143, ""),
+    "basic sweep, SIGINT while .hydra/ is written": (True, signal.SIGINT, 130, ".hydra"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sweep,signum,code,when", list(EARLY.values()), ids=list(EARLY))
+def test_a_signal_before_training_leaves_the_folder_a_record(sweep: bool, signum: int, code: int, when: str, tmp_path: Path) -> None:
+    """A signal that lands before the first epoch, even while Hydra writes the folder: no traceback, the exit
+    status of the signal, and the folder that was created says interrupted (a sweep's next job never starts)."""
+    base = tmp_path / "runs"
+    args = [*TINY, "epochs=50", "logger=none"]
+    args += ["-m", "seed=0,1", f"hydra.sweep.dir={base}"] if sweep else [f"hydra.run.dir={base / '0'}"]
+    proc, out = start_train(args, tmp_path)
+    signal_when(base / "0" / when, proc, out, signum)
+    assert proc.wait(timeout=120) == code, out.read_text()[-3000:]
+    text = out.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    record = summary(base / "0")
+    assert record["status"] == "interrupted" and record["reason"] == f"interrupted by {signal.Signals(signum).name}"
+    assert not (base / "1").exists()
 
 
 @pytest.mark.slow

@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,106 @@ def test_joblib_sweep_runs_each_job_in_its_own_process_folder_and_wandb_run(tmp_
     assert f"on cpu ({threads} thread" in (sweep / "0" / "train.log").read_text()
     (run,) = [r.run for r in wandb_records(sweep / "0") if r.HasField("run")][:1]
     assert any(tag.startswith("sweep=") for tag in run.tags) and run.run_group
+
+
+def sweep_processes(main_pid: int) -> list[str]:
+    """The command lines of the processes a sweep started in its own session (its workers, their wandb-core),
+    other than its main process: those in its process group, and those the sweep's main process marks."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if int(entry.name) == main_pid or (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # the main process; one that has ended (a zombie until it is reaped)
+            marked = f"SIGPROP_SWEEP_PID={main_pid}".encode() in (entry / "environ").read_bytes().split(b"\0")
+            if marked or os.getpgid(int(entry.name)) == main_pid:
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue  # ended meanwhile
+    return found
+
+
+def lingering(main_pid: int, grace: float = 10.0) -> list[str]:
+    """``sweep_processes`` still alive ``grace`` seconds after the sweep's main process ended: multiprocessing's
+    resource tracker reads until its last user has closed the pipe, so it may end a moment after the others."""
+    deadline = time.monotonic() + grace
+    while (found := sweep_processes(main_pid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
+def start_sweep(args: list[str], cwd: Path) -> tuple[subprocess.Popen[str], Path]:
+    """train.py in the background in a session (process group) of its own, its output in a file."""
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TRAIN.parent), os.environ.get("PYTHONPATH")]))
+    env.pop("HYDRA_FULL_ERROR", None)
+    out = cwd / "sweep.out"
+    proc = subprocess.Popen([sys.executable, str(TRAIN), *args], cwd=cwd, env=env, text=True,
+                            stdout=open(out, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, out
+
+
+def wait_for_epoch(run_dirs: list[Path], proc: subprocess.Popen[str], out: Path, timeout: float = 240) -> None:
+    """Until every one of ``run_dirs`` logged its first epoch."""
+    end = time.monotonic() + timeout
+    while not all((d / "train.log").is_file() and "epoch 1/" in (d / "train.log").read_text() for d in run_dirs):
+        assert proc.poll() is None, f"the sweep ended before its jobs' first epoch:\n{out.read_text()[-3000:]}"
+        assert time.monotonic() < end, f"no first epoch after {timeout} s:\n{out.read_text()[-3000:]}"
+        time.sleep(0.05)
+
+
+JOBLIB_SIGNALS = {  # Ctrl-C (SIGINT to the process group); a scheduler's SIGTERM to the main process alone
+    "SIGINT to the process group": (signal.SIGINT, True, 130),
+    "SIGTERM to the main process": (signal.SIGTERM, False, 143),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum,group,code", list(JOBLIB_SIGNALS.values()), ids=list(JOBLIB_SIGNALS))
+def test_a_signal_stops_a_joblib_sweep_closing_every_jobs_record(signum: int, group: bool, code: int, tmp_path: Path) -> None:
+    """The jobs run in joblib's worker processes: each closes its record as interrupted (summary.json, W&B), the
+    main process exits 128 + the signal's number without a traceback, and no worker (or its wandb-core) lives on."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason=CLUSTER)
+    sweep = tmp_path / "sweep"
+    proc, out = start_sweep(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY, "epochs=200",
+                             "logger=wandb", "seed=0,1", f"hydra.sweep.dir={sweep}"], tmp_path)
+    try:
+        wait_for_epoch([sweep / "0", sweep / "1"], proc, out)
+        assert sweep_processes(proc.pid)  # the workers
+        os.killpg(proc.pid, signum) if group else proc.send_signal(signum)
+        assert proc.wait(timeout=90) == code, out.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = out.read_text()
+    assert "Traceback" not in text and "leaked" not in text, text[-3000:]  # the workers exited, not killed
+    name = signal.Signals(signum).name
+    for job in ("0", "1"):
+        record = summary(sweep / job)
+        assert record["status"] == "interrupted" and record["reason"] == f"interrupted by {name}", record
+        assert 1 <= record["last_epoch"] == len(read_metrics(sweep / job)) < 200  # no worker trained on
+        records = wandb_records(sweep / job)  # the W&B run was closed, saying so
+        assert any(r.HasField("exit") for r in records), f"job {job}'s W&B run has no exit record"
+        assert any(r.HasField("summary") and b'"interrupted"' in r.SerializeToString() for r in records)
+    end = time.monotonic() + 10  # the processes the sweep started end with it
+    while sweep_processes(proc.pid) and time.monotonic() < end:
+        time.sleep(0.1)
+    assert not lingering(proc.pid)
+
+
+@pytest.mark.slow
+def test_a_joblib_sweep_leaves_no_process_behind(tmp_path: Path) -> None:
+    """At a sweep's normal end its workers (an idle one too) and their W&B processes end with it."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason=CLUSTER)
+    sweep = tmp_path / "sweep"
+    proc, out = start_sweep(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=3", *TINY, "logger=wandb",
+                             "seed=0,1", f"hydra.sweep.dir={sweep}"], tmp_path)
+    try:
+        assert proc.wait(timeout=240) == 0, out.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert summary(sweep / "0")["status"] == summary(sweep / "1")["status"] == "finished"
+    assert not lingering(proc.pid)
 
 
 @pytest.mark.slow
