@@ -1,0 +1,182 @@
+"""Layer parallelism (``parallel.stages``, sigprop/engine/pipeline.py): the model split into stages, one per
+torchrun process (gloo on the CPU), trains exactly as ``step.mode=layerwise`` in one process; settings a pipeline
+cannot run are refused in one line before the run's folder exists."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from app_helpers import TINY, TRAIN, build_step, compose_config, load_dataset, read_metrics, train, train_ok, without_timing
+
+from sigprop.engine.config import ConfigError
+from sigprop.engine.pipeline import split_bounds
+
+
+def torchrun(args: list[str], cwd: Path, processes: int = 2) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc_per_node=<processes> train.py *args`` from ``cwd`` (gloo on the CPU)."""
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", str(TRAIN), *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]["model"]
+
+
+def assert_same_run(ours: Path, single: Path) -> None:
+    """Every epoch's metrics (every layer's local loss and accuracy, training and test) and every tensor of the
+    checkpoint (weights, buffers, every optimizer's state) of ``ours`` equal ``single``'s.
+
+    The runs compute in float32 (the app has no float64 setting); the comparison allows 1e-6 relative, though the
+    same operations on the same inputs in the same order give the same bits on one machine (they do here)."""
+    a, b = without_timing(read_metrics(ours)), without_timing(read_metrics(single))
+    assert [row.keys() for row in a] == [row.keys() for row in b] and len(a) == len(b) >= 1
+    assert any(key.startswith("train/layer") for key in a[0]) and "train/signal/loss" in a[0]
+    for row, expected in zip(a, b):
+        assert row == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    state, expected_state = (torch.load(d / "checkpoint.pt", weights_only=False)["step"] for d in (ours, single))
+    assert state["model"].keys() == expected_state["model"].keys()
+    for key, tensor in expected_state["model"].items():
+        torch.testing.assert_close(state["model"][key], tensor, rtol=1e-6, atol=1e-9, msg=key)
+    assert len(state["optimizers"]) == len(expected_state["optimizers"])
+    for mine, theirs in zip(state["optimizers"], expected_state["optimizers"]):
+        assert mine["state"].keys() == theirs["state"].keys()
+        for index, values in theirs["state"].items():
+            for name, value in values.items():
+                torch.testing.assert_close(mine["state"][index][name], value, rtol=1e-6, atol=1e-9)
+        assert mine["param_groups"] == theirs["param_groups"]
+    assert state["schedulers"] == expected_state["schedulers"]
+
+
+# Three hidden layers (the first inside the signal) with batch statistics (buffers travel with the weights), two epochs across a milestone.
+PIPELINE = [*TINY, "model.num_layers=3", "epochs=2", "scheduler.milestones=[1]", "logger=none", "device=cpu",
+            "threads=1", "step.mode=layerwise"]
+SIGNALS = {
+    "per_class": ["loss=v1", "signal.per_class=true"],  # one signal row per class
+    "per_sample": ["loss=v9"],  # one signal row per sample (the reference package's form)
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal", sorted(SIGNALS))
+def test_two_stages_train_exactly_as_one_process_layerwise(tmp_path: Path, signal: str) -> None:
+    """Two gloo processes, one stage each: every epoch's per-layer metrics (training and evaluation) and the
+    checkpoint rank 0 writes (gathered from both stages, in the single-process format) equal the single process's
+    ``step.mode=layerwise`` run; that checkpoint resumes in one process to the single process's next epoch."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    args = [*PIPELINE, *SIGNALS[signal]]
+    train_ok([*args, f"hydra.run.dir={one}"], tmp_path)
+    result = torchrun([*args, "parallel.stages=2", f"hydra.run.dir={two}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (start,) = [line for line in result.stdout.splitlines() if "] - start: " in line]
+    assert "in 2 pipeline stages under torchrun: " in start, start
+    assert summary(two)["status"] == "finished" and summary(two)["world_size"] == 2
+    assert not list(tmp_path.glob("outputs"))  # rank 1 wrote no folder of its own
+    assert_same_run(two, one)
+
+    # The pipelined run's checkpoint continues in one process (its own settings but parallel.stages) exactly as
+    # the single process's own does.
+    resumed, longer = tmp_path / "resumed", tmp_path / "longer"
+    train_ok([*args, "epochs=3", f"resume={two}", "parallel.stages=1", f"hydra.run.dir={resumed}"], tmp_path)
+    train_ok([*args, "epochs=3", f"resume={one}", f"hydra.run.dir={longer}"], tmp_path)
+    assert_same_run(resumed, longer)
+
+
+@pytest.mark.slow
+def test_three_stages_on_two_cores_train_exactly_as_one_process(tmp_path: Path) -> None:
+    """Three stages (more processes than cores: correctness, not speed), the split given explicitly."""
+    one, three = tmp_path / "one", tmp_path / "three"
+    args = [*PIPELINE, *SIGNALS["per_class"], "epochs=1"]
+    train_ok([*args, f"hydra.run.dir={one}"], tmp_path)
+    result = torchrun([*args, "parallel.stages=3", "parallel.split=[1,3]", f"hydra.run.dir={three}"], tmp_path, processes=3)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_run(three, one)
+
+
+def test_default_split_gives_each_stage_equal_layers_with_parameters() -> None:
+    """MLP of conf/model/mlp.yaml with num_layers=3: the learned signal (which takes the network's stem as its
+    input module), two more hidden layers and the output layer, 4 learning parts: two stages take two each; an
+    explicit split is taken as it is; more stages than learning parts, a split past the output layer and a network
+    trained end to end are refused in one line."""
+    cfg = compose_config([*PIPELINE, "loss=v1", "signal.per_class=true"])
+    step = build_step(cfg, load_dataset(cfg))
+    layers = list(step.model.model)
+    learning = [i for i, layer in enumerate(layers) if any(True for _ in layer.parameters())]
+    assert len(learning) == 3 and learning[-1] == len(layers) - 1  # 2 hidden layers and the output layer
+    assert split_bounds(step.model, 2, None) == [0, learning[1], len(layers)]  # signal, layer01 | layer02, output
+    assert split_bounds(step.model, 4, None) == [0, *learning, len(layers)]
+    assert split_bounds(step.model, 2, [1]) == [0, 1, len(layers)]
+    with pytest.raises(ConfigError, match=r"^parallel.stages=5: more stages than the 4 layers with parameters \(the signal and 3 layers"):
+        split_bounds(step.model, 5, None)
+    with pytest.raises(ConfigError, match=rf"^parallel.split=\[{len(layers)}\]: the model has {len(layers)} layers"):
+        split_bounds(step.model, 2, [len(layers)])
+    backprop = compose_config([*PIPELINE, "propagator=backprop"])
+    with pytest.raises(ConfigError, match="^parallel.stages: propagator=backprop trains the hidden layers through one backward"):
+        split_bounds(build_step(backprop, load_dataset(backprop)).model, 2, None)
+
+
+def test_stages_without_torchrun_are_refused_before_the_run_folder(tmp_path: Path) -> None:
+    """Alone or as a sweep (``-m``: every job is checked before the first starts), one line, no folder."""
+    line = ("error: parallel.stages=2: needs one process per stage started by torchrun "
+            "(torchrun --standalone --nproc_per_node=2 train.py parallel.stages=2 ...; docs/scaling.md)")
+    for extra, tail in (([], ""), (["-m"], " (in the sweep's job ")):
+        result = train([*extra, *PIPELINE, "parallel.stages=2", f"hydra.run.dir={tmp_path / 'run'}",
+                        f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(line + tail), result.stderr[-2000:]
+        assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["parallel.stages=3"], "error: parallel.stages=3: torchrun started 2 processes; start one per stage: --nproc_per_node=3"),
+        (["parallel.stages=2", "step.mode=fused"],
+         "error: step.mode=fused: parallel.stages=2 needs step.mode=layerwise or lowmem (each stage steps its own layers' "
+         "optimizers; fused applies every layer's loss in one step over the whole model)"),
+        (["parallel.stages=3", "model.num_layers=1"],  # the signal (with the stem) and the output layer
+         "error: parallel.stages=3: more stages than the 2 layers with parameters (the signal and 1 layers of the network)"),
+    ],
+)
+def test_torchrun_refuses_settings_a_pipeline_cannot_run(tmp_path: Path, args: list[str], line: str) -> None:
+    """Settings are refused before the run's folder exists; a model that cannot be split so, once built, before
+    the first step (the folder holds only the failed record, as for any network that does not fit)."""
+    run = tmp_path / "run"
+    processes = 3 if "more stages" in line else 2
+    result = torchrun([*PIPELINE, *args, f"hydra.run.dir={run}"], tmp_path, processes)
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[0] == line, result.stderr[-2000:]
+    if "more stages" in line:
+        assert summary(run)["status"] == "failed" and not (run / "metrics.jsonl").exists()
+    else:
+        assert not run.exists()
+
+
+def test_parallel_settings_are_checked_and_do_not_change_results() -> None:
+    """``parallel.*`` is typed and ranged like every setting, and neutral: a pipelined run has the single process's
+    name, W&B group and comparison label, and a resume may change it (a pipelined run continues in one process)."""
+    from hydra.errors import HydraException
+
+    from sigprop.engine.config import changes_results, check_settings, resumable
+    from sigprop.utils import one_line
+
+    for override in ("parallel.stages=0", "parallel.split=[-1]", "parallel.split=[]"):
+        with pytest.raises(ConfigError, match=f"^{override.split('=')[0]}="):
+            check_settings(compose_config([override]))
+    with pytest.raises(HydraException) as err:
+        compose_config(["parallel.stages=two"])
+    assert one_line(err.value).startswith("parallel.stages=two: ")
+    assert not changes_results("parallel.stages=2") and not changes_results("parallel.split=[1]")
+    assert resumable("parallel.stages") and resumable("parallel.split")
+    assert compose_config(["parallel.stages=2", "epochs=3"]).hydra.job.override_dirname == "epochs=3"
