@@ -18,6 +18,7 @@ checkpoint has the single-process format (a pipelined run resumes in one process
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import math
@@ -94,6 +95,7 @@ class Pipeline:
 
     def __init__(self, rank: int, world_size: int, local_rank: int, split: list[int] | None = None) -> None:
         self.rank, self.world_size, self.local_rank, self.split = rank, world_size, local_rank, split
+        close_process_group_at_exit()
 
     @property
     def writes(self) -> bool:
@@ -117,6 +119,18 @@ class Pipeline:
         return StagedStep(step, self, bounds)
 
 
+_CLOSING: list[bool] = []
+
+
+def close_process_group_at_exit() -> None:
+    """Destroy the process group before the interpreter shuts down: gloo's point-to-point messages leave a
+    thread in its context that, torn down with the process, aborts it ("terminate called without an active
+    exception") after the run has finished, and torchrun reports the run as failed."""
+    if not _CLOSING:
+        _CLOSING.append(True)
+        atexit.register(lambda: dist.destroy_process_group() if dist.is_initialized() else None)
+
+
 def units(model: nn.Module) -> list[nn.Module]:
     """The layers a pipeline splits: the wrapped layers of a ``models.Forward`` in order (the output layer last).
     ``ConfigError`` for any other model, and for layers trained end to end (their gradients flow backward)."""
@@ -132,6 +146,14 @@ def units(model: nn.Module) -> list[nn.Module]:
             "which cannot be split into stages; use a propagator that trains each layer locally (loss, fixed)"
         )
     return layers
+
+
+def layer_name(layer: nn.Module, output: bool) -> str:
+    """A layer's name in reports: its metrics' (``layer01``), ``output``, or its module's type."""
+    if output:
+        return "output"
+    monitor = getattr(layer, "loss", None)
+    return getattr(monitor, "name", "") or type(getattr(layer, "module", layer)).__name__
 
 
 def has_parameters(module: nn.Module) -> bool:
@@ -193,7 +215,7 @@ class StagedStep:
         self.first, self.last = rank == 0, rank == stages - 1
         start, stop = bounds[rank], bounds[rank + 1]
         self.layers = units(step.model)[start:stop]
-        self.span = (start, stop)
+        self.bounds = bounds
         mine: list[nn.Module] = ([step.model.signal] if self.first else []) + self.layers  # type: ignore[list-item]
         params = {id(p) for m in mine for p in m.parameters()}
         # The optimizers this stage steps: the layers' own, and the output layer's on the last stage.
@@ -208,10 +230,14 @@ class StagedStep:
         self.outbox = None if self.last else Outbox(rank + 1)
 
     def describe(self) -> str:
-        """Which layers this stage holds, for the log."""
-        names = ", ".join(type(m.module).__name__ if hasattr(m, "module") else type(m).__name__ for m in self.layers)
-        signal = "the signal, " if self.first else ""
-        return f"stage {self.pipeline.rank}: {signal}layers {self.span[0]} to {self.span[1] - 1} ({names})"
+        """Which layers each stage holds (by their metrics' names), for the log."""
+        layers = units(self.model)
+        stages = []
+        for s, (start, stop) in enumerate(zip(self.bounds, self.bounds[1:])):
+            names = ["signal"] if s == 0 else []
+            names += [layer_name(layer, i == len(layers) - 1) for i, layer in enumerate(layers) if start <= i < stop]
+            stages.append(f"stage {s}: {', '.join(names)}")
+        return "pipeline: " + "; ".join(stages)
 
     # The epoch loop's interface, as TrainStep's.
     def epoch_end(self) -> None:

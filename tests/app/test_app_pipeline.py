@@ -93,13 +93,16 @@ def test_two_stages_train_exactly_as_one_process_layerwise(tmp_path: Path, signa
 
 
 @pytest.mark.slow
-def test_three_stages_on_two_cores_train_exactly_as_one_process(tmp_path: Path) -> None:
-    """Three stages (more processes than cores: correctness, not speed), the split given explicitly."""
+def test_three_stages_on_two_cores_train_exactly_as_one_process_lowmem(tmp_path: Path) -> None:
+    """Three stages (more processes than cores: correctness, not speed), the split given explicitly: the signal
+    (with the stem) and layer01, layer02, the output layer."""
     one, three = tmp_path / "one", tmp_path / "three"
-    args = [*PIPELINE, *SIGNALS["per_class"], "epochs=1"]
+    # step.mode=lowmem without batch statistics: every layer takes the recomputing update (Loss.forward_recomputing).
+    args = [*PIPELINE, *SIGNALS["per_class"], "epochs=1", "step.mode=lowmem", "model.norm=none"]
     train_ok([*args, f"hydra.run.dir={one}"], tmp_path)
-    result = torchrun([*args, "parallel.stages=3", "parallel.split=[1,3]", f"hydra.run.dir={three}"], tmp_path, processes=3)
+    result = torchrun([*args, "parallel.stages=3", "parallel.split=[1,2]", f"hydra.run.dir={three}"], tmp_path, processes=3)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "pipeline: stage 0: signal, layer01; stage 1: layer02; stage 2: output" in (three / "train.log").read_text()
     assert_same_run(three, one)
 
 
