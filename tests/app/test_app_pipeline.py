@@ -13,6 +13,7 @@ import pytest
 import torch
 from app_helpers import TINY, TRAIN, build_step, compose_config, load_dataset, read_metrics, train, train_ok, without_timing
 
+from sigprop import models
 from sigprop.engine.config import ConfigError
 from sigprop.engine.pipeline import split_bounds
 
@@ -27,10 +28,6 @@ def torchrun(args: list[str], cwd: Path, processes: int = 2) -> subprocess.Compl
 
 def summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
-
-
-def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]["model"]
 
 
 def assert_same_run(ours: Path, single: Path) -> None:
@@ -109,8 +106,8 @@ def test_three_stages_on_two_cores_train_exactly_as_one_process_lowmem(tmp_path:
 def test_default_split_gives_each_stage_equal_layers_with_parameters() -> None:
     """MLP of conf/model/mlp.yaml with num_layers=3: the learned signal (which takes the network's stem as its
     input module), two more hidden layers and the output layer, 4 learning parts: two stages take two each; an
-    explicit split is taken as it is; more stages than learning parts, a split past the output layer and a network
-    trained end to end are refused in one line."""
+    explicit split is taken as it is; more stages than learning parts, a split past the output layer, a model that
+    is not a plain sequence of layers (LoopBack) and a network trained end to end are refused in one line."""
     cfg = compose_config([*PIPELINE, "loss=v1", "signal.per_class=true"])
     step = build_step(cfg, load_dataset(cfg))
     layers = list(step.model.model)
@@ -123,6 +120,9 @@ def test_default_split_gives_each_stage_equal_layers_with_parameters() -> None:
         split_bounds(step.model, 5, None)
     with pytest.raises(ConfigError, match=rf"^parallel.split=\[{len(layers)}\]: the model has {len(layers)} layers"):
         split_bounds(step.model, 2, [len(layers)])
+    loop_back = models.LoopBack(step.model.model, step.model.signal, error=lambda *args: args[0])
+    with pytest.raises(ConfigError, match="^parallel.stages: the model is a LoopBack, not a plain sequence of layers"):
+        split_bounds(loop_back, 2, None)
     backprop = compose_config([*PIPELINE, "propagator=backprop"])
     with pytest.raises(ConfigError, match="^parallel.stages: propagator=backprop trains the hidden layers through one backward"):
         split_bounds(build_step(backprop, load_dataset(backprop)).model, 2, None)
