@@ -103,6 +103,21 @@ def test_three_stages_on_two_cores_train_exactly_as_one_process_lowmem(tmp_path:
     assert_same_run(three, one)
 
 
+@pytest.mark.slow
+def test_a_vgg_in_two_stages_trains_exactly_as_one_process(tmp_path: Path) -> None:
+    """VGG-6 at an eighth of its width (convolutions, batch statistics, pooling layers without parameters, which
+    stay with the layer before them), the default split by layers with parameters."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    args = [*TINY, "dataset.train_subset=300", "dataset.test_subset=200", "test_batch_size=200", "model=vgg6",
+            "model.feat_mult=0.125", "logger=none", "device=cpu", "threads=1", "step.mode=layerwise", *SIGNALS["per_class"]]
+    train_ok([*args, f"hydra.run.dir={one}"], tmp_path)
+    result = torchrun([*args, "parallel.stages=2", f"hydra.run.dir={two}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ("pipeline: stage 0: signal, layer01, layer02, MaxPool2d, layer03, MaxPool2d; "
+            "stage 1: layer04, MaxPool2d, Flatten, layer05, output") in (two / "train.log").read_text()
+    assert_same_run(two, one)
+
+
 def test_default_split_gives_each_stage_equal_layers_with_parameters() -> None:
     """MLP of conf/model/mlp.yaml with num_layers=3: the learned signal (which takes the network's stem as its
     input module), two more hidden layers and the output layer, 4 learning parts: two stages take two each; an
