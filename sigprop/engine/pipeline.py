@@ -34,7 +34,9 @@ from torch import Tensor, nn
 
 from .. import models, propagators
 from ..monitors.monitor import LossAccuracySums
+from ..utils import one_line
 from .config import ConfigError
+from .outcome import JobFailed
 from .parallel import torchrun_world
 from .step import Batches, Metrics, OutputMeter, TrainStep
 
@@ -331,7 +333,8 @@ class StagedStep:
             "optimizers": {i: to_cpu(self.step.optimizers[i].state_dict()) for i in self.owned_optimizers},
         }
         gathered: list[Any] | None = [None] * self.pipeline.world_size if self.pipeline.rank == 0 else None
-        dist.gather_object(mine, gathered, dst=0)
+        with talking_to(None):
+            dist.gather_object(mine, gathered, dst=0)
         if gathered is None:
             return
         for other in gathered[1:]:
@@ -349,7 +352,8 @@ class StagedStep:
         if self.last:
             mine |= {"output": meter.values(), "count": meter.count}
         everyone: list[Any] = [None] * self.pipeline.world_size
-        dist.all_gather_object(everyone, mine)
+        with talking_to(None):
+            dist.all_gather_object(everyone, mine)
         layers = {name: values for stage in everyone for name, values in stage["layers"].items()}
         output, samples = everyone[-1]["output"], everyone[-1]["count"]
         metrics: Metrics = {f"{phase}/loss": output["loss"], f"{phase}/acc": output["acc"]}
@@ -362,6 +366,22 @@ class StagedStep:
 
 
 # ----------------------------------------------------------------------------- messages between stages
+
+
+class StageLost(JobFailed):
+    """A stage of the pipeline stopped (its process died or its connection broke): the others stop too, with
+    one line naming it, instead of waiting for it."""
+
+
+@contextlib.contextmanager
+def talking_to(peer: int | None) -> Iterator[None]:
+    """Turn a failed message to or from ``peer`` (``None``: one of the stages, in a collective) into ``StageLost``."""
+    try:
+        yield
+    except RuntimeError as err:  # gloo and NCCL raise RuntimeError (DistBackendError) for a broken connection
+        who = f"stage {peer} of the pipeline" if peer is not None else "a stage of the pipeline"
+        raise StageLost(f"{who} stopped answering ({one_line(err)[:200]})") from err
+
 
 
 def tag(batch: int, part: int) -> int:
@@ -393,16 +413,18 @@ class Outbox:
     def send(self, batch: int, state: Sequence[Tensor | None]) -> None:
         tensors = [t.detach().contiguous() if t is not None else None for t in state]
         header = header_of(tensors)
-        works = [dist.isend(header, self.peer, tag=tag(batch, 0))]
-        works += [dist.isend(t, self.peer, tag=tag(batch, k + 1)) for k, t in enumerate(tensors) if t is not None]
+        with talking_to(self.peer):
+            works = [dist.isend(header, self.peer, tag=tag(batch, 0))]
+            works += [dist.isend(t, self.peer, tag=tag(batch, k + 1)) for k, t in enumerate(tensors) if t is not None]
         self.pending.append((works, [header, *(t for t in tensors if t is not None)]))
         while len(self.pending) > IN_FLIGHT:
             self._wait_oldest()
 
     def _wait_oldest(self) -> None:
         works, _ = self.pending.pop(0)
-        for work in works:
-            work.wait()
+        with talking_to(self.peer):
+            for work in works:
+                work.wait()
 
     def flush(self) -> None:
         """Wait until every batch sent has left."""
@@ -419,9 +441,14 @@ class Inbox:
 
     def post(self, batch: int) -> tuple[Tensor, Any]:
         header = torch.empty(3 * SLOT, dtype=torch.int64)
-        return header, dist.irecv(header, self.peer, tag=tag(batch, 0))
+        with talking_to(self.peer):
+            return header, dist.irecv(header, self.peer, tag=tag(batch, 0))
 
     def take(self, posted: tuple[Tensor, Any], batch: int) -> tuple[Any, Any, Any]:
+        with talking_to(self.peer):
+            return self._take(posted, batch)
+
+    def _take(self, posted: tuple[Tensor, Any], batch: int) -> tuple[Any, Any, Any]:
         header, work = posted
         work.wait()
         values = header.tolist()

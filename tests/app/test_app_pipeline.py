@@ -198,3 +198,45 @@ def test_parallel_settings_are_checked_and_do_not_change_results() -> None:
     assert not changes_results("parallel.stages=2") and not changes_results("parallel.split=[1]")
     assert resumable("parallel.stages") and resumable("parallel.split")
     assert compose_config(["parallel.stages=2", "epochs=3"]).hydra.job.override_dirname == "epochs=3"
+
+
+def rank_pid(parent: int, rank: int) -> int | None:
+    """The process id of torchrun's worker ``rank`` (a child of ``parent`` with ``RANK=<rank>`` in its environment)."""
+    for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+        if f"RANK={rank}".encode() in Path(f"/proc/{child}/environ").read_bytes().split(b"\0"):
+            return int(child)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's workers through /proc (Linux)")
+def test_a_stage_that_dies_stops_the_others_with_one_line_naming_it(tmp_path: Path) -> None:
+    """SIGKILL to stage 1 after an epoch: stage 0 stops at its next message instead of waiting (torchrun's own
+    watch is slowed here, so that the stage finds out first), and the run's record says which stage stopped
+    answering and keeps the last completed epoch."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--monitor-interval=60",
+               str(TRAIN), *PIPELINE, "epochs=1000", "parallel.stages=2", f"hydra.run.dir={run}"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240  # a bound against hanging, not a measurement
+        while not ((run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text().count("\n") >= 1):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+            time.sleep(0.2)
+        pid = rank_pid(process.pid, 1)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        while not ((run / "summary.json").is_file() and summary(run)["status"] != "running"):
+            assert time.monotonic() < deadline, "stage 0 did not stop"
+            time.sleep(0.2)
+    finally:
+        process.kill()
+        process.communicate()
+    record = summary(run)
+    assert record["status"] == "failed" and record["last_epoch"] >= 1, record
+    assert record["reason"].startswith("stage 1 of the pipeline stopped answering ("), record["reason"]
