@@ -208,6 +208,55 @@ def rank_pid(parent: int, rank: int) -> int | None:
     return None
 
 
+def start_long_run(run: Path, cwd: Path, *torchrun_options: str) -> subprocess.Popen[str]:
+    """A pipelined run of many epochs under torchrun, once its first epoch is recorded."""
+    import time
+
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *torchrun_options,
+               str(TRAIN), *PIPELINE, "epochs=1000", "parallel.stages=2", f"hydra.run.dir={run}"]
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240  # a bound against hanging, not a measurement
+    while not ((run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text().count("\n") >= 1):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(process.communicate()[1][-3000:])
+        time.sleep(0.2)
+    return process
+
+
+def wait_for_record(run: Path, process: subprocess.Popen[str], exit: bool = True) -> dict:
+    """The run's summary.json once it is written and, with ``exit``, torchrun has exited (``process`` killed after,
+    in any case)."""
+    import time
+
+    deadline = time.monotonic() + 240
+    try:
+        while not (run / "summary.json").is_file():
+            assert time.monotonic() < deadline, "the run did not stop"
+            time.sleep(0.2)
+        if exit:
+            process.wait(timeout=120)
+    finally:
+        process.kill()
+        process.communicate()
+    return summary(run)
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_closes_the_record_with_the_last_completed_epoch(tmp_path: Path) -> None:
+    import signal
+
+    run = tmp_path / "run"
+    process = start_long_run(run, tmp_path)
+    process.send_signal(signal.SIGTERM)
+    record = wait_for_record(run, process)
+    assert record["status"] == "interrupted" and record["last_epoch"] >= 1, record
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert checkpoint["epoch"] == record["last_epoch"] == len(read_metrics(run))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's workers through /proc (Linux)")
 def test_a_stage_that_dies_stops_the_others_with_one_line_naming_it(tmp_path: Path) -> None:
@@ -215,28 +264,12 @@ def test_a_stage_that_dies_stops_the_others_with_one_line_naming_it(tmp_path: Pa
     watch is slowed here, so that the stage finds out first), and the run's record says which stage stopped
     answering and keeps the last completed epoch."""
     import signal
-    import time
 
     run = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--monitor-interval=60",
-               str(TRAIN), *PIPELINE, "epochs=1000", "parallel.stages=2", f"hydra.run.dir={run}"]
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 240  # a bound against hanging, not a measurement
-        while not ((run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text().count("\n") >= 1):
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
-            time.sleep(0.2)
-        pid = rank_pid(process.pid, 1)
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        while not ((run / "summary.json").is_file() and summary(run)["status"] != "running"):
-            assert time.monotonic() < deadline, "stage 0 did not stop"
-            time.sleep(0.2)
-    finally:
-        process.kill()
-        process.communicate()
-    record = summary(run)
+    process = start_long_run(run, tmp_path, "--monitor-interval=10")
+    pid = rank_pid(process.pid, 1)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    record = wait_for_record(run, process, exit=False)  # torchrun notices the dead worker later
     assert record["status"] == "failed" and record["last_epoch"] >= 1, record
     assert record["reason"].startswith("stage 1 of the pipeline stopped answering ("), record["reason"]
