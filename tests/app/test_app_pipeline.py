@@ -69,7 +69,8 @@ SIGNALS = {
 def test_two_stages_train_exactly_as_one_process_layerwise(tmp_path: Path, signal: str) -> None:
     """Two gloo processes, one stage each: every epoch's per-layer metrics (training and evaluation) and the
     checkpoint rank 0 writes (gathered from both stages, in the single-process format) equal the single process's
-    ``step.mode=layerwise`` run; that checkpoint resumes in one process to the single process's next epoch."""
+    ``step.mode=layerwise`` run; that checkpoint resumes in one process to the single process's next epoch, and the
+    single process's checkpoint resumes in the pipeline to the same epoch."""
     one, two = tmp_path / "one", tmp_path / "two"
     args = [*PIPELINE, *SIGNALS[signal]]
     train_ok([*args, f"hydra.run.dir={one}"], tmp_path)
@@ -87,6 +88,11 @@ def test_two_stages_train_exactly_as_one_process_layerwise(tmp_path: Path, signa
     train_ok([*args, "epochs=3", f"resume={two}", "parallel.stages=1", f"hydra.run.dir={resumed}"], tmp_path)
     train_ok([*args, "epochs=3", f"resume={one}", f"hydra.run.dir={longer}"], tmp_path)
     assert_same_run(resumed, longer)
+    # And the single process's checkpoint continues in a pipeline.
+    piped = tmp_path / "piped"
+    result = torchrun([*args, "epochs=3", f"resume={one}", "parallel.stages=2", f"hydra.run.dir={piped}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_run(piped, longer)
 
 
 @pytest.mark.slow
