@@ -180,8 +180,11 @@ class Job:
         each = " per process" if self.parallel is not None else ""
         threads = f" ({n} thread{'s' if n > 1 else ''}{each})" if self.device.type == "cpu" else ""
         if self.parallel is not None:
-            kind = "pipeline stages" if isinstance(self.parallel, Pipeline) else "processes"
-            threads += f" in {self.parallel.world_size} {kind} under torchrun"
+            if isinstance(self.parallel, Pipeline):
+                replicas = f" × {self.parallel.replicas} replicas" if self.parallel.replicas > 1 else ""
+                threads += f" in {self.parallel.stages} pipeline stages{replicas} under torchrun"
+            else:
+                threads += f" in {self.parallel.world_size} processes under torchrun"
         what = ", ".join(label(g, self.choices) for g in ("model", "propagator"))
         data = self.data
         shape = "x".join(map(str, data.input_shape))

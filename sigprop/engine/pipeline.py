@@ -12,6 +12,11 @@ turn, each stepping its own optimizer. Here stage ``s+1`` receives for batch ``i
 computed for batch ``i`` (with its weights after batch ``i-1``), whatever stage ``s`` has done since: the
 same inputs, the same weights, the same updates, in the same order per layer.
 
+With ``nproc_per_node = stages × replicas`` every stage is also data-parallel over its replicas: rank
+``stage × replicas + replica``; each replica takes its slice of every batch and exchanges it with the same
+replica of the next stage, and the replicas of a stage average only that stage's gradients (within its own
+process group) before each of its optimizers steps, as ``parallel.DataParallel`` does for the whole model.
+
 Evaluation runs the same pipeline without updates. Every layer's metrics are gathered once per phase (never
 per step); after a training phase rank 0 receives the other stages' weights and optimizer states, so its
 checkpoint has the single-process format (a pipelined run resumes in one process and the other way round).
@@ -23,6 +28,7 @@ import contextlib
 import logging
 import math
 import time
+import types
 import warnings
 from typing import Any, Callable, Iterator, Sequence
 
@@ -37,7 +43,7 @@ from ..monitors.monitor import LossAccuracySums
 from ..utils import one_line
 from .config import ConfigError
 from .outcome import JobFailed
-from .parallel import torchrun_world
+from .parallel import Shards, torchrun_world
 from .step import Batches, Metrics, OutputMeter, TrainStep
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,7 @@ MODES = ("layerwise", "lowmem")  # the modes whose layers step their own optimiz
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int64, torch.int32)
 MAX_DIMS = 5
 SLOT = 3 + MAX_DIMS  # per tensor of a message: present, dtype, ndim, shape
+HEADER = 3 * SLOT + 1  # three tensors, then the whole batch's size (the replicas' share of it)
 IN_FLIGHT = 2  # batches a stage may have sent that the next has not yet received
 
 
@@ -57,8 +64,9 @@ def stages_of(cfg: DictConfig) -> int:
 
 def check_stages(cfg: DictConfig) -> Pipeline | None:
     """This process's ``Pipeline`` when ``parallel.stages`` > 1 (``None`` for 1); a ``ConfigError`` in one line for
-    settings a pipeline cannot run: no torchrun, a process count other than the stages, a step other than
-    ``layerwise``/``lowmem``, a split that does not list one start per later stage."""
+    settings a pipeline cannot run: no torchrun, a process count the stages do not divide, a batch size the replicas
+    of a stage cannot split, a step other than ``layerwise``/``lowmem``, a split that does not list one start per
+    later stage."""
     stages = stages_of(cfg)
     if stages == 1:
         return None
@@ -70,9 +78,17 @@ def check_stages(cfg: DictConfig) -> Pipeline | None:
             f"(torchrun --standalone --nproc_per_node={stages} train.py {setting} ...; docs/scaling.md)"
         )
     rank, size, local_rank = world
-    if size != stages:
-        more = " (stages × data-parallel replicas is not supported yet)" if size % stages == 0 else ""
-        raise ConfigError(f"{setting}: torchrun started {size} processes; start one per stage: --nproc_per_node={stages}{more}")
+    if size % stages:
+        raise ConfigError(
+            f"{setting}: torchrun started {size} processes, which the stages do not divide; start stages × replicas "
+            f"processes (--nproc_per_node={stages}, {2 * stages}, ...)"
+        )
+    replicas = size // stages
+    if cfg.batch_size % replicas:
+        raise ConfigError(
+            f"batch_size={cfg.batch_size}: must be divisible by the {replicas} replicas of each stage "
+            f"({size} processes for {stages} stages)"
+        )
     mode = getattr(cfg.step.mode, "value", cfg.step.mode)
     if mode not in MODES:
         raise ConfigError(
@@ -87,17 +103,27 @@ def check_stages(cfg: DictConfig) -> Pipeline | None:
                 f"parallel.split=[{','.join(map(str, split))}]: must list {stages - 1} increasing layer indices, where "
                 f"stages 1 to {stages - 1} start (or null: equal numbers of layers with parameters)"
             )
-    return Pipeline(rank, size, local_rank, split)
+    return Pipeline(rank, size, local_rank, split, stages)
 
 
 class Pipeline:
-    """One of ``world_size`` torchrun processes, each training one stage of the model (``stage`` splits it).
+    """One of ``world_size`` torchrun processes, each training one stage of the model (``stage`` splits it), on
+    its slice of every batch when a stage has several replicas (``world_size = stages × replicas``).
 
     Plays ``DataParallel``'s part in a job: which rank writes the run's files, and this rank's device."""
 
-    def __init__(self, rank: int, world_size: int, local_rank: int, split: list[int] | None = None) -> None:
+    def __init__(
+        self, rank: int, world_size: int, local_rank: int, split: list[int] | None = None, stages: int | None = None
+    ) -> None:
         self.rank, self.world_size, self.local_rank, self.split = rank, world_size, local_rank, split
+        self.stages = stages or world_size
+        self.replicas = world_size // self.stages  # processes per stage, each on its slice of every batch
+        self.stage_index, self.replica = divmod(rank, self.replicas)
         close_process_group_at_exit()
+
+    def rank_of(self, stage: int) -> int:
+        """The rank of ``stage``'s process that exchanges batches with this one (the same replica)."""
+        return stage * self.replicas + self.replica
 
     @property
     def writes(self) -> bool:
@@ -117,8 +143,12 @@ class Pipeline:
 
     def stage(self, step: TrainStep) -> StagedStep:
         """This rank's stage of ``step``'s model; a ``ConfigError`` for a model that cannot be split so."""
-        bounds = split_bounds(step.model, self.world_size, self.split)
-        return StagedStep(step, self, bounds)
+        bounds = split_bounds(step.model, self.stages, self.split)
+        # Every rank creates every stage's group of replicas, in the same order (torch.distributed requires it).
+        if self.replicas == 1:
+            return StagedStep(step, self, bounds)
+        groups = [dist.new_group(list(range(s * self.replicas, (s + 1) * self.replicas))) for s in range(self.stages)]
+        return StagedStep(step, self, bounds, groups[self.stage_index])
 
 
 _CLOSING: list[bool] = []
@@ -188,6 +218,22 @@ def split_bounds(model: nn.Module, stages: int, split: list[int] | None) -> list
     return [0, *starts, len(layers)]
 
 
+def sum_over(group: Any, sums: Sequence[LossAccuracySums]) -> None:
+    """Add up ``sums`` (loss sum, correct, count) across the processes of ``group``, in place, in one all-reduce."""
+    if not sums:
+        return
+    device = next((s.loss_sum.device for s in sums if isinstance(s.loss_sum, Tensor)), torch.device("cpu"))
+    values = torch.stack([
+        torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in (s.loss_sum, s.correct, s.count)])
+        for s in sums
+    ])
+    with talking_to(None):
+        dist.all_reduce(values, group=group)
+    counts = values[:, 2].tolist()
+    for s, row, count in zip(sums, values, counts, strict=True):
+        s.loss_sum, s.correct, s.count = row[0], row[1], int(count)
+
+
 def to_cpu(value: Any) -> Any:
     """``value`` (a state dict, nested) with every tensor copied to the CPU, to travel between processes."""
     if isinstance(value, Tensor):
@@ -208,14 +254,14 @@ class StagedStep:
     stages' state after every training phase, for the checkpoint.
     """
 
-    def __init__(self, step: TrainStep, pipeline: Pipeline, bounds: list[int]) -> None:
-        self.step, self.pipeline = step, pipeline
+    def __init__(self, step: TrainStep, pipeline: Pipeline, bounds: list[int], group: Any = None) -> None:
+        self.step, self.pipeline, self.group = step, pipeline, group
         self.model = step.model
         self.optimizers = step.optimizers
         self.monitor = step.monitor
-        rank, stages = pipeline.rank, pipeline.world_size
-        self.first, self.last = rank == 0, rank == stages - 1
-        start, stop = bounds[rank], bounds[rank + 1]
+        stage, stages = pipeline.stage_index, pipeline.stages
+        self.first, self.last = stage == 0, stage == stages - 1
+        start, stop = bounds[stage], bounds[stage + 1]
         self.layers = units(step.model)[start:stop]
         self.bounds = bounds
         mine: list[nn.Module] = ([step.model.signal] if self.first else []) + self.layers  # type: ignore[list-item]
@@ -228,14 +274,25 @@ class StagedStep:
         self.owned_monitors = [m for m in step.monitor.monitors if id(m) in monitors]
         prefixes = (["signal."] if self.first else []) + [f"model.{i}." for i in range(start, stop)]
         self.owned_keys = [k for k in step.model.state_dict() if k.startswith(tuple(prefixes))]
-        self.inbox = None if self.first else Inbox(rank - 1)
-        self.outbox = None if self.last else Outbox(rank + 1)
+        self.inbox = None if self.first else Inbox(pipeline.rank_of(stage - 1))
+        self.outbox = None if self.last else Outbox(pipeline.rank_of(stage + 1))
+        self.share = 1.0  # this replica's fraction of the current batch
+        if group is not None:  # replicas of this stage average their gradients before each of its optimizers steps
+            for i in self.owned_optimizers:
+                step.optimizers[i].register_step_pre_hook(self._average_gradients)
+
+    def _average_gradients(self, optimizer: torch.optim.Optimizer, *args: Any) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        with talking_to(None):
+            for grad in grads:  # weighted by slice size: the step equals the one on the whole batch
+                grad.mul_(self.share)
+                dist.all_reduce(grad, group=self.group)
 
     def describe(self) -> str:
         """Which layers each stage holds (by their metrics' names), for the log."""
         layers = units(self.model)
         stages = []
-        for s, (start, stop) in enumerate(zip(self.bounds, self.bounds[1:])):
+        for s, (start, stop) in enumerate(zip(self.bounds, self.bounds[1:])):  # noqa: B007
             names = ["signal"] if s == 0 else []
             names += [layer_name(layer, i == len(layers) - 1) for i, layer in enumerate(layers) if start <= i < stop]
             stages.append(f"stage {s}: {', '.join(names)}")
@@ -283,24 +340,28 @@ class StagedStep:
         step.train(training)
         step.monitor.reset()
         meter = OutputMeter()
-        count = len(batches)
+        # This replica's slice of every batch (the whole batch with one replica per stage), as data parallelism's.
+        view = types.SimpleNamespace(world_size=self.pipeline.replicas, rank=self.pipeline.replica, share=1.0)
+        slices = Shards(batches, view)  # type: ignore[arg-type]
+        count = len(slices)
         if self.inbox is not None:
             self.inbox.device = next(self.model.named_parameters())[1].device  # received tensors go where the layers are
         start = time.perf_counter()
         grad = contextlib.nullcontext() if training else torch.no_grad()
         with grad:
-            source: Iterator[tuple[Tensor, Tensor]] | None = iter(batches) if self.first else None
+            source: Iterator[tuple[Tensor, Tensor]] | None = iter(slices) if self.first else None
             posted = self.inbox.post(0) if self.inbox is not None and count else None
             for i in range(count):
                 if source is not None:
                     x, y = next(source)
+                    self.share = view.share
                     x = step._input(x)
                     with step._autocast(x):
                         h, t = self.model.signal((x, y, y))  # type: ignore[operator]
                     state: tuple[Any, Any, Any] = (h, t, y)
                 else:
                     assert self.inbox is not None and posted is not None
-                    state = self.inbox.take(posted, i)
+                    state, self.share = self.inbox.take(posted, i)
                     if i + 1 < count:
                         posted = self.inbox.post(i + 1)  # the next batch's header may arrive while this one runs
                 with step._autocast(state[0]):
@@ -310,7 +371,7 @@ class StagedStep:
                         logits = state[0].float()
                         loss = F.cross_entropy(logits, state[2])
                 if self.outbox is not None:
-                    self.outbox.send(i, state)
+                    self.outbox.send(i, state, self.share)
                     continue
                 if training:  # the output layer's update, as TrainStep.train_step
                     optimizer = step.optimizers[-1]
@@ -328,16 +389,18 @@ class StagedStep:
         """Rank 0's copy of the whole model and every optimizer made current: every other stage sends its layers'
         weights and buffers and its optimizers' states (one message per stage, once per training phase)."""
         state = self.step.model.state_dict()
-        mine = {
+        mine = {  # the replicas of a stage hold the same state: the first one sends it
             "model": to_cpu({k: state[k] for k in self.owned_keys}),
             "optimizers": {i: to_cpu(self.step.optimizers[i].state_dict()) for i in self.owned_optimizers},
-        }
+        } if self.pipeline.replica == 0 else None
         gathered: list[Any] | None = [None] * self.pipeline.world_size if self.pipeline.rank == 0 else None
         with talking_to(None):
             dist.gather_object(mine, gathered, dst=0)
         if gathered is None:
             return
         for other in gathered[1:]:
+            if other is None:
+                continue
             missing = set(other["model"]) - set(state)
             if missing:
                 raise RuntimeError(f"stage state names layers rank 0 does not have: {sorted(missing)[:3]}")
@@ -348,6 +411,8 @@ class StagedStep:
     def gather_metrics(self, phase: str, meter: OutputMeter, elapsed: float) -> Metrics:
         """``TrainStep.run_phase``'s metrics, in its order, on every rank: each stage's layers' values and the last
         stage's output loss and accuracy, exchanged once."""
+        if self.group is not None:  # this stage's replicas add up their sums first
+            sum_over(self.group, [meter, *self.owned_monitors] if self.last else list(self.owned_monitors))
         mine: dict[str, Any] = {"layers": {m.name: m.values() for m in self.owned_monitors}, "elapsed": elapsed}
         if self.last:
             mine |= {"output": meter.values(), "count": meter.count}
@@ -389,7 +454,7 @@ def tag(batch: int, part: int) -> int:
     return (batch % 4096) * 4 + part
 
 
-def header_of(tensors: Sequence[Tensor | None]) -> Tensor:
+def header_of(tensors: Sequence[Tensor | None], batch_size: int) -> Tensor:
     """Shapes and dtypes of ``tensors`` in one int64 tensor, so the receiver can allocate before the data comes."""
     values: list[int] = []
     for t in tensors:
@@ -399,7 +464,7 @@ def header_of(tensors: Sequence[Tensor | None]) -> Tensor:
         if t.dim() > MAX_DIMS or t.dtype not in DTYPES:
             raise ValueError(f"a stage's output of shape {tuple(t.shape)} and dtype {t.dtype} cannot be sent")
         values += [1, DTYPES.index(t.dtype), t.dim(), *t.shape, *[0] * (MAX_DIMS - t.dim())]
-    return torch.tensor(values, dtype=torch.int64)
+    return torch.tensor([*values, batch_size], dtype=torch.int64)
 
 
 class Outbox:
@@ -410,9 +475,10 @@ class Outbox:
         self.peer = peer
         self.pending: list[tuple[list[Any], list[Tensor]]] = []
 
-    def send(self, batch: int, state: Sequence[Tensor | None]) -> None:
+    def send(self, batch: int, state: Sequence[Tensor | None], share: float = 1.0) -> None:
+        """Send ``state`` of ``batch``, a ``share`` of the whole batch (its labels' count over the batch's)."""
         tensors = [t.detach().contiguous() if t is not None else None for t in state]
-        header = header_of(tensors)
+        header = header_of(tensors, round(len(tensors[2]) / share) if tensors[2] is not None else 0)
         with talking_to(self.peer):
             works = [dist.isend(header, self.peer, tag=tag(batch, 0))]
             works += [dist.isend(t, self.peer, tag=tag(batch, k + 1)) for k, t in enumerate(tensors) if t is not None]
@@ -440,15 +506,16 @@ class Inbox:
         self.device = torch.device("cpu")
 
     def post(self, batch: int) -> tuple[Tensor, Any]:
-        header = torch.empty(3 * SLOT, dtype=torch.int64)
+        header = torch.empty(HEADER, dtype=torch.int64)
         with talking_to(self.peer):
             return header, dist.irecv(header, self.peer, tag=tag(batch, 0))
 
-    def take(self, posted: tuple[Tensor, Any], batch: int) -> tuple[Any, Any, Any]:
+    def take(self, posted: tuple[Tensor, Any], batch: int) -> tuple[tuple[Any, Any, Any], float]:
+        """The batch's ``(h, t, labels)`` and this replica's share of the whole batch."""
         with talking_to(self.peer):
             return self._take(posted, batch)
 
-    def _take(self, posted: tuple[Tensor, Any], batch: int) -> tuple[Any, Any, Any]:
+    def _take(self, posted: tuple[Tensor, Any], batch: int) -> tuple[tuple[Any, Any, Any], float]:
         header, work = posted
         work.wait()
         values = header.tolist()
@@ -465,4 +532,5 @@ class Inbox:
         for w in works:
             w.wait()
         h, t, y = buffers
-        return h, t, y
+        whole = values[-1]
+        return (h, t, y), (len(y) / whole if y is not None and whole else 1.0)

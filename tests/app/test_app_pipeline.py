@@ -110,6 +110,33 @@ def test_three_stages_on_two_cores_train_exactly_as_one_process_lowmem(tmp_path:
 
 
 @pytest.mark.slow
+def test_two_stages_of_two_replicas_train_as_one_process(tmp_path: Path) -> None:
+    """Four gloo processes, 2 stages × 2 replicas: each stage's replicas take halves of every batch and average
+    only that stage's gradients. With a per-sample local loss against one signal row per class and no batch
+    statistics the step equals one process's on the whole batch (as data parallelism: to float precision, the
+    halves' sums are added in another order); a batch size the replicas cannot split is refused in one line."""
+    one, four = tmp_path / "one", tmp_path / "four"
+    args = [*PIPELINE, *SIGNALS["per_class"], "model.norm=none"]
+    train_ok([*args, f"hydra.run.dir={one}"], tmp_path)
+    result = torchrun([*args, "parallel.stages=2", f"hydra.run.dir={four}"], tmp_path, processes=4)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert summary(four)["world_size"] == 4
+    assert "in 2 pipeline stages × 2 replicas under torchrun: " in result.stdout
+    ours, single = without_timing(read_metrics(four)), without_timing(read_metrics(one))
+    assert [row.keys() for row in ours] == [row.keys() for row in single] and len(ours) == 2
+    for a, b in zip(ours, single):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+    state, expected = (torch.load(d / "checkpoint.pt", weights_only=False)["step"]["model"] for d in (four, one))
+    for key, tensor in expected.items():
+        torch.testing.assert_close(state[key], tensor, rtol=1e-4, atol=1e-5, msg=key)
+
+    refused = torchrun([*args, "batch_size=51", "parallel.stages=2", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, processes=4)
+    assert refused.returncode != 0
+    assert refused.stderr.splitlines()[0] == "error: batch_size=51: must be divisible by the 2 replicas of each stage (4 processes for 2 stages)"
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
 def test_a_vgg_in_two_stages_trains_exactly_as_one_process(tmp_path: Path) -> None:
     """VGG-6 at an eighth of its width (convolutions, batch statistics, pooling layers without parameters, which
     stay with the layer before them), the default split by layers with parameters."""
@@ -165,7 +192,8 @@ def test_stages_without_torchrun_are_refused_before_the_run_folder(tmp_path: Pat
 @pytest.mark.parametrize(
     ("args", "line"),
     [
-        (["parallel.stages=3"], "error: parallel.stages=3: torchrun started 2 processes; start one per stage: --nproc_per_node=3"),
+        (["parallel.stages=3"], "error: parallel.stages=3: torchrun started 2 processes, which the stages do not divide; "
+                                "start stages × replicas processes (--nproc_per_node=3, 6, ...)"),
         (["parallel.stages=2", "step.mode=fused"],
          "error: step.mode=fused: parallel.stages=2 needs step.mode=layerwise or lowmem (each stage steps its own layers' "
          "optimizers; fused applies every layer's loss in one step over the whole model)"),
