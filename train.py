@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sigprop.data.datasets import ImageData
-from sigprop.engine import checkpoint, checks, config, parallel, parts, rundir, summary
+from sigprop.engine import checkpoint, checks, config, parallel, parts, pipeline, rundir, summary
 from sigprop.engine.assemble import assemble
 from sigprop.engine.interrupt import Interrupted, StopSignals, check_stop
 from sigprop.engine.outcome import Outcome, check_finite, outcome_of
@@ -82,7 +82,8 @@ def build(cfg: DictConfig, info: rundir.RunInfo) -> parts.Job:
     Raises ``ConfigError`` for anything that would stop the run."""
     choices = info.choices
     config.check_settings(cfg)
-    data_parallel = checks.check_data_parallel(cfg)  # one of torchrun's processes, or None
+    stages = pipeline.check_stages(cfg)  # one stage of a layer-parallel run (parallel.stages > 1), or None
+    data_parallel = stages or checks.check_data_parallel(cfg)  # one of torchrun's processes, or None
     writes = data_parallel is None or data_parallel.writes  # the other ranks share rank 0's folder
     if writes:
         rundir.check_new_run_dir(info.run_dir)
@@ -92,13 +93,17 @@ def build(cfg: DictConfig, info: rundir.RunInfo) -> parts.Job:
     dataset = parts.build_group(cfg, "dataset", choices)  # conf/dataset/
     data = parts.load_data(dataset)
     step = build_step(cfg, data, choices)
+    staged = stages.stage(step) if stages is not None else None  # refuses a model that cannot be split
     step.model.to(device)
     checks.check_batch_statistics(step, data, cfg.batch_size, cfg.test_batch_size, choices)  # first: it names the setting
     checks.check_forward(step, data, device, choices)
     loaders = parts.make_loaders(cfg, data, device)
     start_epoch, history = parts.restore(saved, cfg, step, loaders.generator)
     tracker = parts.make_tracker(parts.build_group(cfg, "logger", choices), info) if writes else Trackers([])
-    if data_parallel is not None:
+    if staged is not None:  # every rank built (or restored) the whole model alike; each trains its stage
+        log.info(staged.describe())
+        step = staged  # type: ignore[assignment]
+    elif data_parallel is not None:
         data_parallel.broadcast_model(step.model)
         data_parallel.attach(step.optimizers)
         loaders = data_parallel.shard_loaders(loaders)

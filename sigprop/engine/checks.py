@@ -28,6 +28,7 @@ from . import checkpoint, config
 from ..utils import one_line
 from .config import ConfigError, check_resume, check_settings, checkpoint_path, run_config
 from .parallel import DataParallel, data_parallel
+from .pipeline import check_stages
 from .rundir import choices_of
 from .step import TrainStep
 
@@ -61,7 +62,7 @@ def check_config(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> N
     the processes of a torchrun run, and a resumed run's settings against its checkpoint."""
     choices = choices_of(cfg) if choices is None else choices
     check_settings(cfg)
-    check_data_parallel(cfg)
+    check_stages(cfg) or check_data_parallel(cfg)
     targets = {group: check_group(cfg, group, choices) for group in GROUPS}
     if targets["scheduler"] is not None:
         check_schedule(cfg.scheduler)

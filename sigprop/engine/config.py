@@ -31,7 +31,7 @@ SCHEMA = "train_schema"
 # run and group: conf/config.yaml's ``exclude_keys`` call ``neutral_keys``), compare.py's labels and
 # reproduce.py's recorded commands.
 NEUTRAL = ("device", "threads", "data_dir", "resume", "run_dir", "progress", "refresh_every", "print_config", "logger",
-           "step.mode", "step.recompute_chunk", "step.channels_last", "step.compile")
+           "step.mode", "step.recompute_chunk", "step.channels_last", "step.compile", "parallel")
 # What may differ from the checkpoint's settings when a run is resumed: how long, and the neutral settings
 # but the step's (a resumed step continues the optimizers' state as it was built), never what is trained.
 # Every other difference refuses the resume (``resume_differences``).
@@ -85,6 +85,14 @@ class StepConfig:
 
 
 @dataclass
+class ParallelConfig:
+    """Layer parallelism (``parallel.*``, sigprop/engine/pipeline.py): the model split into stages, one per process."""
+
+    stages: int = MISSING
+    split: Optional[list[int]] = MISSING
+
+
+@dataclass
 class TrainConfig:
     """Every top-level setting of ``conf/config.yaml``; the config groups are built by their ``_target_``."""
 
@@ -101,6 +109,7 @@ class TrainConfig:
     print_config: bool = MISSING
     run_dir: str = MISSING
     step: StepConfig = field(default_factory=StepConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     dataset: Any = MISSING
     model: Any = MISSING
     signal: Any = MISSING

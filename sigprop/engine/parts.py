@@ -24,6 +24,7 @@ from .checks import blame, label, load_checkpoint
 from ..utils import one_line
 from .config import ConfigError, check_resume, checkpoint_path, resolve_device, run_config
 from .parallel import DataParallel
+from .pipeline import Pipeline
 from .step import Batches, TrainStep
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def resumed_state(cfg: DictConfig, writes: bool) -> dict[str, Any] | None:
     return saved
 
 
-def set_up_process(cfg: DictConfig, threads: int | None, parallel: DataParallel | None) -> torch.device:
+def set_up_process(cfg: DictConfig, threads: int | None, parallel: DataParallel | Pipeline | None) -> torch.device:
     """This process's device (its own GPU under torchrun), torch threads, and every random source seeded."""
     device = resolve_device(cfg.device)
     if parallel is not None:
@@ -158,7 +159,7 @@ class Job:
     choices: dict[str, str]
     start_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
-    parallel: DataParallel | None = None  # one of several processes started by torchrun
+    parallel: DataParallel | Pipeline | None = None  # one of several processes started by torchrun
 
     @property
     def world_size(self) -> int:
@@ -179,7 +180,11 @@ class Job:
         each = " per process" if self.parallel is not None else ""
         threads = f" ({n} thread{'s' if n > 1 else ''}{each})" if self.device.type == "cpu" else ""
         if self.parallel is not None:
-            threads += f" in {self.parallel.world_size} processes under torchrun"
+            if isinstance(self.parallel, Pipeline):
+                replicas = f" × {self.parallel.replicas} replicas" if self.parallel.replicas > 1 else ""
+                threads += f" in {self.parallel.stages} pipeline stages{replicas} under torchrun"
+            else:
+                threads += f" in {self.parallel.world_size} processes under torchrun"
         what = ", ".join(label(g, self.choices) for g in ("model", "propagator"))
         data = self.data
         shape = "x".join(map(str, data.input_shape))

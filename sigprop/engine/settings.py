@@ -157,6 +157,8 @@ SETTINGS: dict[str, Spec] = {
     "refresh_every": COUNT,
     "progress": Choice("auto", True, False),
     "step.recompute_chunk": COUNT,
+    "parallel.stages": COUNT,
+    "parallel.split": Spec("ints", 0, MAX_COUNT, null=True),
     # dataset
     "dataset.name": Text(),
     "dataset.root": Text(),
