@@ -192,3 +192,13 @@ def hydra_run_info() -> RunInfo:
     group = seedless_name(list(hc.overrides.task), list(hc.job.config.override_dirname.exclude_keys))
     threads = job_threads(hc.launcher) if hc.mode == RunMode.MULTIRUN else None
     return RunInfo(Path(hc.runtime.output_dir), hc.job.override_dirname or None, group, choices_of(), sweep, threads)
+
+
+def started_jobs(sweep_dir: Path, output_subdir: str = ".hydra") -> list[tuple[int, list[str], Path]]:
+    """``(job number, overrides, run folder)`` of every job of the sweep in ``sweep_dir`` that started (Hydra
+    wrote its ``<output_subdir>/hydra.yaml``), by job number."""
+    jobs = []
+    for path in sweep_dir.glob(f"**/{output_subdir}/hydra.yaml"):
+        node = OmegaConf.load(path).hydra
+        jobs.append((int(node.job.num), list(node.overrides.task), path.parents[len(Path(output_subdir).parts)]))
+    return sorted(jobs, key=lambda job: job[0])
