@@ -85,7 +85,8 @@ def parameter_snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_readme_layout() -> None:
     text = README.read_text(encoding="utf-8")
     assert text.startswith(HEADER)
-    assert "## Quick start (library)" in text and "## Library API" in text
+    assert "## Quick start (library)" in text and "[Library API](docs/api.md)" in text
+    assert (README.parent / "docs" / "api.md").read_text(encoding="utf-8").startswith("# Library API\n")
     prose = text[text.index("## Quick start (library)") : text.index("<!-- quickstart:start -->")]
     for name in USER_NAMES:
         assert f"`{name}`" in prose, f"the quick start must tell the user that `{name}` is theirs"
