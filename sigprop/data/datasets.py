@@ -25,14 +25,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torchvision
 from PIL import Image
 from torch import Tensor
-from torchvision.transforms.v2.functional import resize
 
 from ..utils import one_line
 from .loader import Augment
-from .offline import CIFAR10_JPEG_FOLDER, FASHION_MNIST_DEBIAN, IDX_FILES, SPLITS
+from .offline import CIFAR10_JPEG_FOLDER, FASHION_MNIST_DEBIAN, IDX_FILES, IMAGE_EXTENSIONS, SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +41,14 @@ EMBEDDED_ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
 DOWNLOAD_TIMEOUT_S = 30.0
 CACHE_VERSION = 2  # 2: files are keyed by modification time (ns) and size
 DECODE_CHUNK = 512  # images per decoding task
-# Batched JPEG decoding, about twice as fast as PIL on small images; deprecated since torchvision 0.29.
-_BATCH_JPEG = hasattr(torchvision.io, "decode_jpeg") and hasattr(torchvision.io, "read_file")
+# torchvision is imported by the datasets that read with it: its import takes about a second (it loads
+# torch's compiler), which a run on the embedded subset, or one refused for its settings, need not wait.
+
+
+def batch_jpeg(torchvision: Any) -> bool:
+    """Whether torchvision decodes JPEGs in batches (about twice as fast as PIL on small images; deprecated since
+    torchvision 0.29, so it may go)."""
+    return hasattr(torchvision.io, "decode_jpeg") and hasattr(torchvision.io, "read_file")
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -443,6 +447,8 @@ class MNIST(TorchvisionDataset):
     remedy = f"put {_IDX_LIST} (.gz or plain) in a folder DIR and run: python -m sigprop.data.prepare mnist --source DIR --data-dir {{root}}"
 
     def open(self, split: str, download: bool) -> Any:
+        import torchvision
+
         return torchvision.datasets.MNIST(str(self.root), train=split == "train", download=download)
 
     def source(self, split: str, kind: str) -> str:
@@ -465,6 +471,8 @@ class FashionMNIST(MNIST):
     )
 
     def open(self, split: str, download: bool) -> Any:
+        import torchvision
+
         return torchvision.datasets.FashionMNIST(str(self.root), train=split == "train", download=download)
 
 
@@ -482,6 +490,8 @@ class CIFAR10(TorchvisionDataset):
     )
 
     def open(self, split: str, download: bool) -> Any:
+        import torchvision
+
         return torchvision.datasets.CIFAR10(str(self.root), train=split == "train", download=download)
 
     @staticmethod
@@ -498,6 +508,8 @@ class CIFAR100(CIFAR10):
     remedy = "put cifar-100-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) in {root} (download: true extracts it)"
 
     def open(self, split: str, download: bool) -> Any:
+        import torchvision
+
         return torchvision.datasets.CIFAR100(str(self.root), train=split == "train", download=download)
 
 
@@ -518,6 +530,8 @@ class SVHN(TorchvisionDataset):
         self.extra = bool(extra)
 
     def open(self, split: str, download: bool) -> Any:
+        import torchvision
+
         return torchvision.datasets.SVHN(str(self.root), split=split, download=download)
 
     @staticmethod
@@ -544,6 +558,8 @@ class STL10(TorchvisionDataset):
     remedy = "put stl10_binary.tar.gz (https://cs.stanford.edu/~acoates/stl10/) in {root} (download: true extracts it)"
 
     def open(self, split: str, download: bool) -> Any:
+        import torchvision
+
         return torchvision.datasets.STL10(str(self.root), split=split, download=download)
 
     @staticmethod
@@ -627,6 +643,8 @@ class ImageFolder(Dataset):
                 f"dataset {self.name}: {', '.join(str(self.path / s) for s in missing)} not found; "
                 f"the images must be in {self.path}/{{train,test}}/<class>/, put there by: {self.prepare_command()}"
             )
+        import torchvision
+
         try:
             train = torchvision.datasets.ImageFolder(str(self.path / "train"))
         except FileNotFoundError as err:  # no class folders, or no images in them
@@ -634,7 +652,7 @@ class ImageFolder(Dataset):
         # The test split uses the train split's class indices: a class missing from test must not shift labels.
         try:
             test_samples = torchvision.datasets.ImageFolder.make_dataset(
-                str(self.path / "test"), train.class_to_idx, extensions=torchvision.datasets.folder.IMG_EXTENSIONS, allow_empty=True
+                str(self.path / "test"), train.class_to_idx, extensions=IMAGE_EXTENSIONS, allow_empty=True
             )
         except FileNotFoundError as err:
             raise DatasetNotFoundError(f"dataset {self.name}: {self.path / 'test'}: {one_line(err, kind=True, limit=240)}") from None
@@ -700,8 +718,11 @@ class ImageFolder(Dataset):
         return out, labels
 
     def _decode_chunk(self, files: list[str], rows: range, out: Tensor, mode: str, size: tuple[int, int]) -> None:
+        import torchvision
+        from torchvision.transforms.v2.functional import resize
+
         read_mode = torchvision.io.ImageReadMode.GRAY if mode == "L" else torchvision.io.ImageReadMode.RGB
-        jpegs = [i for i in rows if files[i].lower().endswith((".jpg", ".jpeg"))] if _BATCH_JPEG else []
+        jpegs = [i for i in rows if files[i].lower().endswith((".jpg", ".jpeg"))] if batch_jpeg(torchvision) else []
         decoded: dict[int, Tensor] = {}
         if jpegs:
             try:  # one batched call: several times faster than PIL for small JPEGs

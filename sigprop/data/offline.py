@@ -19,7 +19,6 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 import numpy as np
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +33,9 @@ IDX_MAGIC = {"images": b"\x00\x00\x08\x03", "labels": b"\x00\x00\x08\x01"}
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 SPLITS = ("train", "test")
 CIFAR10_JPEG_FOLDER = "cifar10-jpeg"  # the folder in the shipped cifar10-jpeg.tar.gz
+# The files torchvision's ImageFolder reads (torchvision.datasets.folder.IMG_EXTENSIONS), written out so that
+# importing this module does not import torchvision, which takes about a second.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def _idx_source(source: Path, name: str) -> Path | None:
@@ -166,7 +168,7 @@ def import_idx(source: str | Path, root: str | Path, folder: str = "MNIST") -> P
 
 
 def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMG_EXTENSIONS)
+    return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def _tree_classes(files: list[PurePosixPath]) -> dict[str, dict[str, set[str]]]:

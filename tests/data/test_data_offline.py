@@ -172,3 +172,19 @@ def test_prepare_mnist_replaces_an_invalid_copy(mnist_source: Path, tmp_path: Pa
     assert (raw / "train-images-idx3-ubyte").read_bytes() == good
     assert sorted(p.name for p in raw.iterdir()) == sorted(IDX_FILES)  # no .part, no staging folder
     assert len(torchvision.datasets.MNIST(str(tmp_path), train=True, download=False)) == 60_000
+
+
+def test_image_files_are_those_torchvision_reads_and_settings_are_checked_without_torchvision() -> None:
+    """The folder import takes the files ImageFolder reads; the app's modules import torchvision only when a
+    dataset reads with it, so a run refused for its settings answers without waiting for it (about a second)."""
+    import subprocess
+    import sys
+
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    from sigprop.data.offline import IMAGE_EXTENSIONS
+
+    assert IMAGE_EXTENSIONS == IMG_EXTENSIONS
+    probe = "import sys, sigprop.data, sigprop.engine.checks, sigprop.engine.assemble; print('torchvision' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
