@@ -65,14 +65,14 @@ SIGNALS = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signal", sorted(SIGNALS))
-def test_two_stages_train_exactly_as_one_process_layerwise(tmp_path: Path, signal: str) -> None:
-    """Two gloo processes, one stage each: every epoch's per-layer metrics (training and evaluation) and the
-    checkpoint rank 0 writes (gathered from both stages, in the single-process format) equal the single process's
-    ``step.mode=layerwise`` run; that checkpoint resumes in one process to the single process's next epoch, and the
-    single process's checkpoint resumes in the pipeline to the same epoch."""
+def test_two_stages_train_exactly_as_one_process_layerwise(tmp_path: Path) -> None:
+    """Two gloo processes, one stage each, one signal row per sample (the signal of every class row is in the three
+    tests below): every epoch's per-layer metrics (training and evaluation) and the checkpoint rank 0 writes
+    (gathered from both stages, in the single-process format) equal the single process's ``step.mode=layerwise``
+    run; that checkpoint resumes in one process to the single process's next epoch, and the single process's
+    checkpoint resumes in the pipeline to the same epoch."""
     one, two = tmp_path / "one", tmp_path / "two"
-    args = [*PIPELINE, *SIGNALS[signal]]
+    args = [*PIPELINE, *SIGNALS["per_sample"]]
     train_ok([*args, f"hydra.run.dir={one}"], tmp_path)
     result = torchrun([*args, "parallel.stages=2", f"hydra.run.dir={two}"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -114,7 +114,7 @@ def test_two_stages_of_two_replicas_train_as_one_process(tmp_path: Path) -> None
     """Four gloo processes, 2 stages × 2 replicas: each stage's replicas take halves of every batch and average
     only that stage's gradients. With a per-sample local loss against one signal row per class and no batch
     statistics the step equals one process's on the whole batch (as data parallelism: to float precision, the
-    halves' sums are added in another order); a batch size the replicas cannot split is refused in one line."""
+    halves' sums are added in another order)."""
     one, four = tmp_path / "one", tmp_path / "four"
     args = [*PIPELINE, *SIGNALS["per_class"], "model.norm=none"]
     train_ok([*args, f"hydra.run.dir={one}"], tmp_path)
@@ -129,11 +129,6 @@ def test_two_stages_of_two_replicas_train_as_one_process(tmp_path: Path) -> None
     state, expected = (torch.load(d / "checkpoint.pt", weights_only=False)["step"]["model"] for d in (four, one))
     for key, tensor in expected.items():
         torch.testing.assert_close(state[key], tensor, rtol=1e-4, atol=1e-5, msg=key)
-
-    refused = torchrun([*args, "batch_size=51", "parallel.stages=2", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, processes=4)
-    assert refused.returncode != 0
-    assert refused.stderr.splitlines()[0] == "error: batch_size=51: must be divisible by the 2 replicas of each stage (4 processes for 2 stages)"
-    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
@@ -188,31 +183,55 @@ def test_stages_without_torchrun_are_refused_before_the_run_folder(tmp_path: Pat
         assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
 
 
-@pytest.mark.slow
+# What each torchrun process sees: its rank and the world's size (parallel.torchrun_world reads these).
+def torchrun_env(monkeypatch: pytest.MonkeyPatch, processes: int, rank: int = 0) -> None:
+    for name, value in (("WORLD_SIZE", processes), ("RANK", rank), ("LOCAL_RANK", rank)):
+        monkeypatch.setenv(name, str(value))
+
+
 @pytest.mark.parametrize(
-    ("args", "line"),
+    ("processes", "args", "line"),
     [
-        (["parallel.stages=3"], "error: parallel.stages=3: torchrun started 2 processes, which the stages do not divide; "
-                                "start stages × replicas processes (--nproc_per_node=3, 6, ...)"),
-        (["parallel.stages=2", "step.mode=fused"],
-         "error: step.mode=fused: parallel.stages=2 needs step.mode=layerwise or lowmem (each stage steps its own layers' "
+        (2, ["parallel.stages=3"], "parallel.stages=3: torchrun started 2 processes, which the stages do not divide; "
+                                   "start stages × replicas processes (--nproc_per_node=3, 6, ...)"),
+        (4, ["parallel.stages=2", "batch_size=51"],
+         "batch_size=51: must be divisible by the 2 replicas of each stage (4 processes for 2 stages)"),
+        (2, ["parallel.stages=2", "step.mode=fused"],
+         "step.mode=fused: parallel.stages=2 needs step.mode=layerwise or lowmem (each stage steps its own layers' "
          "optimizers; fused applies every layer's loss in one step over the whole model)"),
-        (["parallel.stages=3", "model.num_layers=1"],  # the signal (with the stem) and the output layer
-         "error: parallel.stages=3: more stages than the 2 layers with parameters (the signal and 1 layers of the network)"),
+        (3, ["parallel.stages=3", "parallel.split=[2,1]"],
+         "parallel.split=[2,1]: must list 2 increasing layer indices, where stages 1 to 2 start (or null: equal "
+         "numbers of layers with parameters)"),
     ],
 )
-def test_torchrun_refuses_settings_a_pipeline_cannot_run(tmp_path: Path, args: list[str], line: str) -> None:
-    """Settings are refused before the run's folder exists; a model that cannot be split so, once built, before
-    the first step (the folder holds only the failed record, as for any network that does not fit)."""
+def test_settings_a_pipeline_cannot_run_are_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, processes: int, args: list[str], line: str
+) -> None:
+    """In every torchrun process, from the settings alone (before any data, model or folder); the settings that
+    pass give each process its stage's rank."""
+    from sigprop.engine.pipeline import check_stages
+
+    torchrun_env(monkeypatch, processes)
+    with pytest.raises(ConfigError) as err:
+        check_stages(compose_config([*PIPELINE, *args]))
+    assert str(err.value) == line
+    torchrun_env(monkeypatch, 4, rank=3)
+    pipeline = check_stages(compose_config([*PIPELINE, "parallel.stages=2"]))
+    assert pipeline is not None and (pipeline.stage_index, pipeline.replica) == (1, 1)
+
+
+@pytest.mark.slow
+def test_torchrun_refuses_a_model_the_stages_cannot_split(tmp_path: Path) -> None:
+    """End to end, a model that cannot be split so: refused once built, before the first step, in one line (the
+    first of torchrun's output); the folder holds only the failed record, as for any network that does not fit.
+    Settings alone are refused before the folder exists (the test above; train.py checks them first)."""
     run = tmp_path / "run"
-    processes = 3 if "more stages" in line else 2
-    result = torchrun([*PIPELINE, *args, f"hydra.run.dir={run}"], tmp_path, processes)
+    # The signal (with the stem) and the output layer: two layers with parameters for three stages.
+    result = torchrun([*PIPELINE, "parallel.stages=3", "model.num_layers=1", f"hydra.run.dir={run}"], tmp_path, 3)
     assert result.returncode != 0
-    assert result.stderr.splitlines()[0] == line, result.stderr[-2000:]
-    if "more stages" in line:
-        assert summary(run)["status"] == "failed" and not (run / "metrics.jsonl").exists()
-    else:
-        assert not run.exists()
+    assert result.stderr.splitlines()[0] == "error: parallel.stages=3: more stages than the 2 layers with " \
+        "parameters (the signal and 1 layers of the network)", result.stderr[-2000:]
+    assert summary(run)["status"] == "failed" and not (run / "metrics.jsonl").exists()
 
 
 def test_parallel_settings_are_checked_and_do_not_change_results() -> None:
