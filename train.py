@@ -249,6 +249,7 @@ def main(cfg: DictConfig) -> float:
                 rundir.remove_parts(job.run_dir)
         if outcome.status != "finished":
             return stopped(outcome, kept(job, last_epoch, outcome.status))
+    parallel.leave_together()  # torchrun's processes, once all have finished
     log.info("%s; run folder %s", summary.describe_summary(result), job.run_dir)
     return result.get("best/val/acc", result["final/test/acc"])
 

@@ -63,6 +63,15 @@ def start_process_group() -> None:
         dist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
 
 
+def leave_together() -> None:
+    """End a finished run's process group once every process has finished: a process that closes its
+    connections while another still holds messages of the group makes gloo abort that one ("terminate called
+    without an active exception"), and torchrun reports the finished run as failed."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def agree(value: Any) -> Any:
     """Rank 0's ``value`` on every rank (``value`` itself without a process group)."""
     if not dist.is_initialized():
