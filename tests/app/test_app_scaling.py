@@ -57,6 +57,10 @@ def test_joblib_sweep_runs_each_job_in_its_own_process_folder_and_wandb_run(tmp_
     assert any(tag.startswith("sweep=") for tag in run.tags) and run.run_group
 
 
+# The sweep's processes are found through /proc, which only Linux has.
+LINUX_PROC = pytest.mark.skipif(not Path("/proc/self/environ").is_file(), reason="finds a sweep's processes through /proc (Linux)")
+
+
 def sweep_processes(main_pid: int) -> list[str]:
     """The command lines of the processes a sweep started in its own session (its workers, their wandb-core),
     other than its main process: those in its process group, and those the sweep's main process marks."""
@@ -109,6 +113,7 @@ JOBLIB_SIGNALS = {  # Ctrl-C (SIGINT to the process group); a scheduler's SIGTER
 
 
 @pytest.mark.slow
+@LINUX_PROC
 @pytest.mark.parametrize("signum,group,code", list(JOBLIB_SIGNALS.values()), ids=list(JOBLIB_SIGNALS))
 def test_a_signal_stops_a_joblib_sweep_closing_every_jobs_record(signum: int, group: bool, code: int, tmp_path: Path) -> None:
     """The jobs run in joblib's worker processes: each closes its record as interrupted (summary.json, W&B), the
@@ -142,6 +147,7 @@ def test_a_signal_stops_a_joblib_sweep_closing_every_jobs_record(signum: int, gr
 
 
 @pytest.mark.slow
+@LINUX_PROC
 def test_a_joblib_sweep_leaves_no_process_behind(tmp_path: Path) -> None:
     """At a sweep's normal end its workers (an idle one too) and their W&B processes end with it."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason=CLUSTER)
