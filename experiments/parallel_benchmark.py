@@ -10,7 +10,9 @@ processes), its training samples/s read from the run's metrics.jsonl:
   c. data parallel: torchrun, 2 processes of one thread, each on half of every batch;
   d. layer parallel: torchrun, 2 pipeline stages of one thread (``parallel.stages=2``).
 
-SigProp trains with ``step.mode=layerwise`` (the step a pipeline runs); backprop (``propagator=backprop``)
+For (d) the run's log gives each stage's busy time and the speed-up over one process its split allows at most
+(the stages' busy time over the busiest's), measured in the pipelined run itself. SigProp trains with
+``step.mode=layerwise`` (the step a pipeline runs); backprop (``propagator=backprop``)
 in a to c, as it cannot be split into stages. The layouts take turns in every round, so they share the
 machine's conditions; read differences smaller than the spread between rounds as noise.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -67,7 +70,10 @@ def measure(args: list[str], processes: int, run_dir: Path) -> dict[str, float]:
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(full)} failed:\n{(result.stderr or result.stdout)[-2000:]}")
     row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
-    return {"samples_per_s": row["train/samples_per_s"], "test_acc": row["test/acc"]}
+    figures = {"samples_per_s": row["train/samples_per_s"], "test_acc": row["test/acc"]}
+    # A pipeline's log line of the training phase: each stage's busy time, and the speed-up its split allows.
+    ceiling = re.search(r"pipeline time: .*; this split allows at most ([\d.]+)x", (run_dir / "train.log").read_text())
+    return figures | ({"ceiling": float(ceiling.group(1))} if ceiling else {})
 
 
 def main() -> None:
@@ -96,17 +102,20 @@ def main() -> None:
                 print(f"round {round_ + 1}: {recipe} {method} {layout}: {figures[(recipe, method, layout)][-1]['samples_per_s']:.0f} samples/s", flush=True)
 
     rows = []
-    print("\n| recipe | method | layout | samples/s (each round) | median | vs a | test acc |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| recipe | method | layout | samples/s (each round) | median | vs a | the split allows | test acc |")
+    print("|---|---|---|---|---|---|---|---|")
     for recipe, method, layout in runs:
         speeds = [f["samples_per_s"] for f in figures[(recipe, method, layout)]]
         base = statistics.median(f["samples_per_s"] for f in figures[(recipe, method, "a")])
         median = statistics.median(speeds)
         accuracy = figures[(recipe, method, layout)][-1]["test_acc"]
+        ceilings = [f["ceiling"] for f in figures[(recipe, method, layout)] if "ceiling" in f]
+        ceiling = statistics.median(ceilings) if ceilings else None
         rows.append({"recipe": recipe, "method": method, "layout": layout, "samples_per_s": speeds, "median": median,
-                     "vs_a": median / base, "test_acc": accuracy})
+                     "vs_a": median / base, "ceiling": ceiling, "test_acc": accuracy})
+        allows = f"{ceiling:.2f}x" if ceiling else ""
         print(f"| {recipe} | {method} | {layout} | {' / '.join(f'{s:.0f}' for s in speeds)} | {median:.0f} | "
-              f"{median / base:.2f} | {accuracy:.4f} |")
+              f"{median / base:.2f} | {allows} | {accuracy:.4f} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         # The overrides given with --set; not data_dir, a path on this machine.

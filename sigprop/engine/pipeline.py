@@ -277,6 +277,7 @@ class StagedStep:
         self.inbox = None if self.first else Inbox(pipeline.rank_of(stage - 1))
         self.outbox = None if self.last else Outbox(pipeline.rank_of(stage + 1))
         self.share = 1.0  # this replica's fraction of the current batch
+        self.waiting = 0.0  # seconds of the current phase spent waiting for the stage before or after
         if group is not None:  # replicas of this stage average their gradients before each of its optimizers steps
             for i in self.owned_optimizers:
                 step.optimizers[i].register_step_pre_hook(self._average_gradients)
@@ -347,6 +348,7 @@ class StagedStep:
         if self.inbox is not None:
             self.inbox.device = next(self.model.named_parameters())[1].device  # received tensors go where the layers are
         start = time.perf_counter()
+        self.waiting = 0.0
         grad = contextlib.nullcontext() if training else torch.no_grad()
         with grad:
             source: Iterator[tuple[Tensor, Tensor]] | None = iter(slices) if self.first else None
@@ -361,7 +363,9 @@ class StagedStep:
                     state: tuple[Any, Any, Any] = (h, t, y)
                 else:
                     assert self.inbox is not None and posted is not None
+                    waited = time.perf_counter()
                     state, self.share = self.inbox.take(posted, i)
+                    self.waiting += time.perf_counter() - waited
                     if i + 1 < count:
                         posted = self.inbox.post(i + 1)  # the next batch's header may arrive while this one runs
                 with step._autocast(state[0]):
@@ -371,7 +375,9 @@ class StagedStep:
                         logits = state[0].float()
                         loss = F.cross_entropy(logits, state[2])
                 if self.outbox is not None:
-                    self.outbox.send(i, state, self.share)
+                    waited = time.perf_counter()
+                    self.outbox.send(i, state, self.share)  # waits while IN_FLIGHT batches are unreceived
+                    self.waiting += time.perf_counter() - waited
                     continue
                 if training:  # the output layer's update, as TrainStep.train_step
                     optimizer = step.optimizers[-1]
@@ -380,7 +386,9 @@ class StagedStep:
                     optimizer.step()
                 meter.add_batch(loss.detach(), logits.detach(), state[2])
         if self.outbox is not None:
+            waited = time.perf_counter()
             self.outbox.flush()
+            self.waiting += time.perf_counter() - waited
         if training:
             self.gather_state()
         return self.gather_metrics(phase, meter, time.perf_counter() - start)
@@ -413,7 +421,8 @@ class StagedStep:
         stage's output loss and accuracy, exchanged once."""
         if self.group is not None:  # this stage's replicas add up their sums first
             sum_over(self.group, [meter, *self.owned_monitors] if self.last else list(self.owned_monitors))
-        mine: dict[str, Any] = {"layers": {m.name: m.values() for m in self.owned_monitors}, "elapsed": elapsed}
+        mine: dict[str, Any] = {"layers": {m.name: m.values() for m in self.owned_monitors}, "elapsed": elapsed,
+                                "waiting": self.waiting}
         if self.last:
             mine |= {"output": meter.values(), "count": meter.count}
         everyone: list[Any] = [None] * self.pipeline.world_size
@@ -427,7 +436,21 @@ class StagedStep:
                 metrics[f"{phase}/{monitor.name}/{key}"] = value
         slowest = max(stage["elapsed"] for stage in everyone)
         metrics[f"{phase}/samples_per_s"] = samples / slowest if slowest > 0 else math.nan
+        if phase == "train" and self.pipeline.writes:
+            log.info(stage_times([stage["elapsed"] for stage in everyone], [stage["waiting"] for stage in everyone],
+                                 self.pipeline.replicas))
         return metrics
+
+
+def stage_times(elapsed: Sequence[float], waiting: Sequence[float], replicas: int = 1) -> str:
+    """The log line of a training phase's time per stage: busy (its own work) and waiting for its neighbours, and
+    the speed-up over one process that the split allows at most, the stages' busy time over the busiest's
+    (ranks are ``stage × replicas + replica``; a stage's first replica stands for it)."""
+    busy = [max(e - w, 0.0) for e, w in zip(elapsed[::replicas], waiting[::replicas])]
+    stages = "; ".join(f"stage {s} busy {b:.1f} s, waiting {w:.1f} s" for s, (b, w) in enumerate(zip(busy, waiting[::replicas])))
+    ceiling = sum(busy) / max(busy) if max(busy) > 0 else math.nan
+    return f"pipeline time: {stages}; this split allows at most {ceiling:.2f}x one process's speed"
+
 
 
 # ----------------------------------------------------------------------------- messages between stages

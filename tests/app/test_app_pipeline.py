@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -144,6 +145,22 @@ def test_a_vgg_in_two_stages_trains_exactly_as_one_process(tmp_path: Path) -> No
     assert ("pipeline: stage 0: signal, layer01, layer02, MaxPool2d, layer03, MaxPool2d; "
             "stage 1: layer04, MaxPool2d, Flatten, layer05, output") in (two / "train.log").read_text()
     assert_same_run(two, one)
+    times = re.findall(r"pipeline time: stage 0 busy ([\d.]+) s, waiting [\d.]+ s; stage 1 busy ([\d.]+) s, waiting "
+                       r"[\d.]+ s; this split allows at most ([\d.]+)x", (two / "train.log").read_text())
+    assert len(times) == 1, "one line per training phase, from rank 0"  # one epoch
+    busy0, busy1, ceiling = map(float, times[0])
+    assert busy0 > 0 and busy1 > 0 and 1.0 <= ceiling <= 2.0
+
+
+def test_stage_times_give_the_speed_up_a_split_allows() -> None:
+    """Busy time is a stage's time less its waiting; the split allows the stages' busy time over the busiest's
+    (a stage's first replica stands for it)."""
+    from sigprop.engine.pipeline import stage_times
+
+    line = stage_times([10.0, 10.0], [1.0, 4.0])
+    assert line == ("pipeline time: stage 0 busy 9.0 s, waiting 1.0 s; stage 1 busy 6.0 s, waiting 4.0 s; "
+                    "this split allows at most 1.67x one process's speed")
+    assert stage_times([10.0, 10.0, 10.0, 10.0], [1.0, 2.0, 4.0, 0.0], replicas=2) == line
 
 
 def test_default_split_gives_each_stage_equal_layers_with_parameters() -> None:
