@@ -401,8 +401,9 @@ def report(out: Path, report_path: Path, results_path: Path, plot_dir: Path, plo
             records.append(record)
         if table in plotted:
             plots[table] = plot_table(table, table_runs, plot_dir)
-        else:
-            plots[table] = sorted(plot_dir.glob(f"{table}-*.png"))
+        else:  # the curves drawn before, in the order plot_table writes them (by network, as the rows list them)
+            networks = dict.fromkeys(row.network for row in rows)
+            plots[table] = [png for network in networks for png in sorted(plot_dir.glob(f"{table}-{network}-*.png"))]
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(records, indent=1) + "\n")
     report_path.write_text(markdown(records, plots, report_path.parent))

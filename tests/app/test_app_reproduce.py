@@ -161,13 +161,15 @@ def test_report_goes_to_the_users_folder_unless_recorded(tmp_path: Path) -> None
     assert len(json.loads((out / "reproduction.json").read_text())) == len(ROWS)
 
 
-def test_report_only_on_a_fresh_clone_keeps_the_recorded_figures_and_their_links(tmp_path: Path) -> None:
-    """No run folders (a fresh clone): --record --report-only keeps every recorded row and every figure link."""
+@pytest.mark.parametrize("tables", [[], ["fashion_mnist"]], ids=["every table", "one table"])
+def test_report_only_on_a_fresh_clone_keeps_the_recorded_figures_and_their_links(tmp_path: Path, tables: list[str]) -> None:
+    """No run folders (a fresh clone): --record --report-only keeps every recorded row and every figure link, in
+    their order, whether it redraws every table's curves or one table's (the others' are kept)."""
     exp = tmp_path / "experiments"
     shutil.copytree(reproduce.PLOTS, exp / "results" / "reproduction")
     shutil.copy(reproduce.RESULTS, exp / "results" / "reproduction.json")
     report = exp / "REPRODUCTION.md"
-    args = ["--report-only", "--record", "--out", str(tmp_path / "outputs" / "reproduce"), "--report", str(report),
+    args = [*tables, "--report-only", "--record", "--out", str(tmp_path / "outputs" / "reproduce"), "--report", str(report),
             "--results", str(exp / "results" / "reproduction.json"), "--plots", str(exp / "results" / "reproduction")]
     assert reproduce.main(args) == 0
     links = [line for line in reproduce.REPORT.read_text().splitlines() if line.startswith("![")]
