@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 from sigprop.tracking.records import machine
@@ -47,12 +48,6 @@ LAYOUTS = {  # name: (processes, overrides)
     "d": (2, ["threads=1", "parallel.stages=2"]),
 }
 METHODS = {"sigprop": ["step.mode=layerwise"], "backprop": ["propagator=backprop"]}
-
-
-def torch_version() -> str:
-    from importlib.metadata import version
-
-    return version("torch")
 
 
 def command(processes: int) -> list[str]:
@@ -119,7 +114,7 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         # The overrides given with --set; not data_dir, a path on this machine.
-        record = {"machine": machine("cpu"), "torch": torch_version(), "recipes": {r: RECIPES[r] for r in recipes},
+        record = {"machine": machine("cpu"), "torch": version("torch"), "recipes": {r: RECIPES[r] for r in recipes},
                   "layouts": LAYOUTS, "extra": args.extra, "rows": rows}
         args.json.write_text(json.dumps(record, indent=1) + "\n")
 

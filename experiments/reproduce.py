@@ -357,13 +357,21 @@ def markdown(records: list[dict[str, Any]], plots: dict[str, list[Path]], report
     return "\n".join(lines) + "\n"
 
 
-def plot_table(table: str, runs: list[Run], plot_dir: Path) -> list[Path]:
-    """Per network of the table: every layer's test accuracy per epoch and the output's, mean over seeds with a band."""
+def plot_table(table: str, runs: list[Run], plot_dir: Path, gone: Iterable[str] = ()) -> list[Path]:
+    """Per network of the table: every layer's test accuracy per epoch and the output's, mean over seeds with a band.
+    ``gone``: rows measured before whose run folders are not here; a network with one keeps the curves drawn before
+    (drawn again, they would lose that row's lines)."""
     written: list[Path] = []
+    gone = set(gone)
     for network in dict.fromkeys(r.row.network for r in runs):
         folders = [r.folder for r in runs if r.row.network == network and r.finished]
-        if not folders:  # no run here (e.g. a fresh clone): the curves drawn before stay, and their links
-            written += sorted(plot_dir.glob(f"{table}-{network}-*.png"))
+        drawn = sorted(plot_dir.glob(f"{table}-{network}-*.png"))
+        missing = [row.name for row in TABLES[table] if row.network == network and row.name in gone]
+        if not folders or (missing and drawn):  # e.g. a fresh clone: the curves drawn before stay, and their links
+            if folders:
+                print(f"not redrawn: {table}-{network} curves: no run folders here for {', '.join(missing)} "
+                      f"(recorded before); the curves drawn before stay", file=sys.stderr)
+            written += drawn
             continue
         found = []
         for folder in folders:
@@ -389,7 +397,7 @@ def report(out: Path, report_path: Path, results_path: Path, plot_dir: Path, plo
     previous = {(r["table"], r["row"]): r for r in (json.loads(results_path.read_text()) if results_path.is_file() else [])}
     records, plots = [], {}
     for table, rows in TABLES.items():
-        table_runs = []
+        table_runs, gone = [], []
         for row in rows:
             seeds = sorted({*SEEDS, *(int(p.name[4:]) for p in (out / table / row.name).glob("seed*") if p.name[4:].isdigit())})
             runs = [load_run(row, s, out) for s in seeds]
@@ -398,9 +406,10 @@ def report(out: Path, report_path: Path, results_path: Path, plot_dir: Path, plo
             kept = previous.get((table, row.name))
             if not record["seeds"] and kept and kept.get("seeds") and not any(r.folder.exists() for r in runs):
                 record = kept  # measured before, its folders gone: keep what was recorded
+                gone.append(row.name)
             records.append(record)
         if table in plotted:
-            plots[table] = plot_table(table, table_runs, plot_dir)
+            plots[table] = plot_table(table, table_runs, plot_dir, gone)
         else:  # the curves drawn before, in the order plot_table writes them (by network, as the rows list them)
             networks = dict.fromkeys(row.network for row in rows)
             plots[table] = [png for network in networks for png in sorted(plot_dir.glob(f"{table}-{network}-*.png"))]

@@ -45,9 +45,11 @@ DECODE_CHUNK = 512  # images per decoding task
 # torch's compiler), which a run on the embedded subset, or one refused for its settings, need not wait.
 
 
-def batch_jpeg(torchvision: Any) -> bool:
+def batch_jpeg() -> bool:
     """Whether torchvision decodes JPEGs in batches (about twice as fast as PIL on small images; deprecated since
     torchvision 0.29, so it may go)."""
+    import torchvision
+
     return hasattr(torchvision.io, "decode_jpeg") and hasattr(torchvision.io, "read_file")
 
 
@@ -722,7 +724,7 @@ class ImageFolder(Dataset):
         from torchvision.transforms.v2.functional import resize
 
         read_mode = torchvision.io.ImageReadMode.GRAY if mode == "L" else torchvision.io.ImageReadMode.RGB
-        jpegs = [i for i in rows if files[i].lower().endswith((".jpg", ".jpeg"))] if batch_jpeg(torchvision) else []
+        jpegs = [i for i in rows if files[i].lower().endswith((".jpg", ".jpeg"))] if batch_jpeg() else []
         decoded: dict[int, Tensor] = {}
         if jpegs:
             try:  # one batched call: several times faster than PIL for small JPEGs

@@ -452,7 +452,6 @@ def stage_times(elapsed: Sequence[float], waiting: Sequence[float], replicas: in
     return f"pipeline time: {stages}; this split allows at most {ceiling:.2f}x one process's speed"
 
 
-
 # ----------------------------------------------------------------------------- messages between stages
 
 

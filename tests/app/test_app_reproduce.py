@@ -161,6 +161,21 @@ def test_report_goes_to_the_users_folder_unless_recorded(tmp_path: Path) -> None
     assert len(json.loads((out / "reproduction.json").read_text())) == len(ROWS)
 
 
+def test_curves_are_not_redrawn_without_every_recorded_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A table recorded over several rows, of which one has run folders here: its recorded curves stay as they
+    are (drawn again they would hold that row alone), and the report says so; with no row recorded elsewhere the
+    curves are drawn from the runs here."""
+    plots = tmp_path / "plots"
+    shutil.copytree(reproduce.PLOTS, plots)
+    before = {p.name: p.read_bytes() for p in plots.glob("fashion_mnist-mlp-*.png")}
+    rows = [row for row in reproduce.TABLES["fashion_mnist"] if row.network == "mlp"]
+    here = reproduce.Run(rows[0], 0, tmp_path / "runs" / "seed0", summary={"status": "finished"})
+    kept = reproduce.plot_table("fashion_mnist", [here], plots, gone=[r.name for r in rows[1:]])
+    assert [p.name for p in kept] == sorted(before) and {p.name: p.read_bytes() for p in kept} == before
+    names = ", ".join(r.name for r in rows[1:])
+    assert f"not redrawn: fashion_mnist-mlp curves: no run folders here for {names} (recorded before)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("tables", [[], ["fashion_mnist"]], ids=["every table", "one table"])
 def test_report_only_on_a_fresh_clone_keeps_the_recorded_figures_and_their_links(tmp_path: Path, tables: list[str]) -> None:
     """No run folders (a fresh clone): --record --report-only keeps every recorded row and every figure link, in

@@ -215,7 +215,7 @@ def test_download_skipped_when_files_are_present(mnist_source: Path, tmp_path: P
 def test_pil_fallback_decodes_the_same(cifar_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Once torchvision drops its deprecated JPEG decoder, PIL takes over with identical pixels."""
     fast = ImageFolder(root=tmp_path / "a", path=cifar_tree / "cifar10-jpeg").load()
-    monkeypatch.setattr(datasets_module, "batch_jpeg", lambda torchvision: False)
+    monkeypatch.setattr(datasets_module, "batch_jpeg", lambda: False)
     slow = ImageFolder(root=tmp_path / "b", path=cifar_tree / "cifar10-jpeg").load()
     assert torch.equal(fast.train_images, slow.train_images) and torch.equal(fast.test_images, slow.test_images)
 

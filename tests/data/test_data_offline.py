@@ -185,6 +185,9 @@ def test_image_files_are_those_torchvision_reads_and_settings_are_checked_withou
     from sigprop.data.offline import IMAGE_EXTENSIONS
 
     assert IMAGE_EXTENSIONS == IMG_EXTENSIONS
-    probe = "import sys, sigprop.data, sigprop.engine.checks, sigprop.engine.assemble; print('torchvision' in sys.modules)"
+    engine = ("assemble", "checkpoint", "checks", "config", "interrupt", "outcome", "parallel", "parts", "pipeline",
+              "rundir", "step", "summary", "sweeps")  # what train.py imports
+    modules = ", ".join(["sigprop.data", "sigprop.tracking", *(f"sigprop.engine.{m}" for m in engine)])
+    probe = f"import sys, {modules}; print('torchvision' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
