@@ -93,14 +93,15 @@ def build(cfg: DictConfig, info: rundir.RunInfo) -> parts.Job:
     dataset = parts.build_group(cfg, "dataset", choices)  # conf/dataset/
     data = parts.load_data(dataset)
     step = build_step(cfg, data, choices)
-    staged = stages.stage(step) if stages is not None else None  # refuses a model that cannot be split
+    bounds = stages.plan(step.model) if stages is not None else None  # refuses a model that cannot be split
     step.model.to(device)
     checks.check_batch_statistics(step, data, cfg.batch_size, cfg.test_batch_size, choices)  # first: it names the setting
     checks.check_forward(step, data, device, choices)
     loaders = parts.make_loaders(cfg, data, device)
     start_epoch, history = parts.restore(saved, cfg, step, loaders.generator)
     tracker = parts.make_tracker(parts.build_group(cfg, "logger", choices), info) if writes else Trackers([])
-    if staged is not None:  # every rank built (or restored) the whole model alike; each trains its stage
+    if stages is not None:  # every rank built (or restored) the whole model alike; each trains its stage
+        staged = stages.stage(step, bounds or stages.measure_split(step, loaders.train, loaders.generator))
         log.info(staged.describe())
         step = staged  # type: ignore[assignment]
     elif data_parallel is not None:

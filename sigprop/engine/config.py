@@ -89,7 +89,7 @@ class ParallelConfig:
     """Layer parallelism (``parallel.*``, sigprop/engine/pipeline.py): the model split into stages, one per process."""
 
     stages: int = MISSING
-    split: Optional[list[int]] = MISSING
+    split: Any = MISSING  # auto, null or a list of layer indices
 
 
 @dataclass

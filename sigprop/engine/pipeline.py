@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import copy
+import itertools
 import logging
 import math
+import statistics
 import time
 import types
 import warnings
@@ -54,6 +57,8 @@ MAX_DIMS = 5
 SLOT = 3 + MAX_DIMS  # per tensor of a message: present, dtype, ndim, shape
 HEADER = 3 * SLOT + 1  # three tensors, then the whole batch's size (the replicas' share of it)
 IN_FLIGHT = 2  # batches a stage may have sent that the next has not yet received
+AUTO = "auto"  # parallel.split: by the layers' times, measured in a few training steps at the start
+TIMED_STEPS = 3  # training steps timed for parallel.split=auto, after one untimed (the median of each layer's times)
 
 
 def stages_of(cfg: DictConfig) -> int:
@@ -96,12 +101,13 @@ def check_stages(cfg: DictConfig) -> Pipeline | None:
             "optimizers; fused applies every layer's loss in one step over the whole model)"
         )
     split = cfg.parallel.get("split")
-    if split is not None:
+    if split is not None and split != AUTO:
         split = [int(i) for i in split]
         if len(split) != stages - 1 or any(b <= a for a, b in zip(split, split[1:])) or split[0] < 0:
             raise ConfigError(
                 f"parallel.split=[{','.join(map(str, split))}]: must list {stages - 1} increasing layer indices, where "
-                f"stages 1 to {stages - 1} start (or null: equal numbers of layers with parameters)"
+                f"stages 1 to {stages - 1} start (or auto: by the layers' measured times; null: equal numbers of layers "
+                "with parameters)"
             )
     return Pipeline(rank, size, local_rank, split, stages)
 
@@ -113,7 +119,7 @@ class Pipeline:
     Plays ``DataParallel``'s part in a job: which rank writes the run's files, and this rank's device."""
 
     def __init__(
-        self, rank: int, world_size: int, local_rank: int, split: list[int] | None = None, stages: int | None = None
+        self, rank: int, world_size: int, local_rank: int, split: list[int] | str | None = None, stages: int | None = None
     ) -> None:
         self.rank, self.world_size, self.local_rank, self.split = rank, world_size, local_rank, split
         self.stages = stages or world_size
@@ -141,9 +147,34 @@ class Pipeline:
     def sum_metrics(self, sums: Sequence[Any]) -> None:
         """Nothing: a pipelined phase gathers its stages' metrics itself (``StagedStep.run_phase``)."""
 
-    def stage(self, step: TrainStep) -> StagedStep:
-        """This rank's stage of ``step``'s model; a ``ConfigError`` for a model that cannot be split so."""
-        bounds = split_bounds(step.model, self.stages, self.split)
+    def plan(self, model: nn.Module) -> list[int] | None:
+        """Where the stages start (``split_bounds``), or ``None`` for ``parallel.split=auto``, whose split is measured
+        once the data is loaded (``measure_split``); a ``ConfigError`` for a model that cannot be split so."""
+        if self.split == AUTO:
+            split_bounds(model, self.stages, None)  # refuses what the default split refuses: the same layers can split
+            return None
+        return split_bounds(model, self.stages, self.split)  # type: ignore[arg-type]
+
+    def measure_split(self, step: TrainStep, batches: Batches, generator: torch.Generator) -> list[int]:
+        """The split of ``parallel.split=auto``: every rank times each layer in a few training steps on the first
+        training batch (its replica's slice), the ranks share their times, and the stages are the contiguous runs
+        of layers whose busiest takes least (``balanced_bounds``). The model, its optimizers, the random state and
+        the order of the batches are as they were before, so the run trains as it would without the timing."""
+        with random_state_kept(generator):  # the first epoch draws the order and augmentation it would have drawn
+            x, y = next(iter(batches))
+            x, y = x.tensor_split(self.replicas)[self.replica], y.tensor_split(self.replicas)[self.replica]
+            mine = layer_times(step, x, y)
+        everyone: list[Any] = [None] * self.world_size
+        dist.all_gather_object(everyone, mine)
+        signal = statistics.median(times[0] for times in everyone)
+        costs = [statistics.median(times[1][i] for times in everyone) for i in range(len(mine[1]))]
+        bounds = balanced_bounds(signal, costs, self.stages)
+        if self.writes:
+            log.info(measured_split(step.model, signal, costs, bounds))
+        return bounds
+
+    def stage(self, step: TrainStep, bounds: list[int]) -> StagedStep:
+        """This rank's stage of ``step``'s model, the stages starting at ``bounds`` (``plan``, ``measure_split``)."""
         # Every rank creates every stage's group of replicas, in the same order (torch.distributed requires it).
         if self.replicas == 1:
             return StagedStep(step, self, bounds)
@@ -216,6 +247,99 @@ def split_bounds(model: nn.Module, stages: int, split: list[int] | None) -> list
     order = ([-1] if signal else []) + learning
     starts = [order[round(k * count / stages)] for k in range(1, stages)]
     return [0, *starts, len(layers)]
+
+
+def layer_times(step: TrainStep, x: Tensor, y: Tensor, steps: int = TIMED_STEPS) -> tuple[float, list[float]]:
+    """Seconds per batch of the signal and of each layer of ``units(step.model)``, its update included (the output
+    layer's loss and optimizer step too): the median over ``steps`` training steps on ``(x, y)`` after one untimed,
+    as ``step.mode=layerwise`` runs them. The model's weights and buffers and the optimizers' states are restored
+    afterwards (the random state is not: ``random_state_kept``)."""
+    saved = copy.deepcopy(step.state_dict())
+    cuda = x.device.type == "cuda"
+    layers = units(step.model)
+    signal_times: list[float] = []
+    times: list[list[float]] = [[] for _ in layers]
+
+    def clock() -> float:
+        if cuda:  # only here, at the start: the timing needs the device's work done
+            torch.cuda.synchronize(x.device)
+        return time.perf_counter()
+
+    step.train(True)
+    for i in range(steps + 1):
+        x_ = step._input(x)
+        begin = clock()
+        with step._autocast(x_):
+            h, t = step.model.signal((x_, y, y))  # type: ignore[operator]
+        state: tuple[Any, Any, Any] = (h, t, y)
+        signal_times.append(clock() - begin)
+        for k, layer in enumerate(layers):
+            begin = clock()
+            with step._autocast(state[0]):
+                state = layer(state)
+                if k == len(layers) - 1:  # the output layer's loss and update, as StagedStep.run_phase
+                    optimizer = step.optimizers[-1]
+                    optimizer.zero_grad(set_to_none=True)
+                    F.cross_entropy(state[0].float(), y).backward()
+                    optimizer.step()
+            times[k].append(clock() - begin)
+    step.load_state_dict(saved)
+    for optimizer in step.optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    return statistics.median(signal_times[1:]), [statistics.median(t[1:]) for t in times]
+
+
+@contextlib.contextmanager
+def random_state_kept(generator: torch.Generator) -> Iterator[None]:
+    """Restore ``generator``, torch's global generator and the GPUs' (dropout, augmentation on a GPU) on leaving."""
+    saved = generator.get_state(), torch.get_rng_state()
+    gpus = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        generator.set_state(saved[0])
+        torch.set_rng_state(saved[1])
+        if gpus is not None:
+            torch.cuda.set_rng_state_all(gpus)
+
+
+def balanced_bounds(signal: float, costs: Sequence[float], stages: int) -> list[int]:
+    """The split of layers costing ``costs`` (the signal's ``signal`` on stage 0) into ``stages`` contiguous
+    non-empty runs whose busiest costs least, as ``split_bounds`` gives it: the first layer of every stage, and
+    ``len(costs)``. Of equally busy splits, the one whose stages start earliest."""
+    n = len(costs)
+    if not 1 <= stages <= n:
+        raise ValueError(f"cannot split {n} layers into {stages} stages")
+    ends = list(itertools.accumulate(costs, initial=0.0))
+
+    def cost(start: int, stop: int) -> float:
+        return ends[stop] - ends[start] + (signal if start == 0 else 0.0)
+
+    # busiest[k][j]: the least busiest stage of layers 0..j-1 in k stages; cut[k][j] where its last stage starts.
+    busiest = [[math.inf] * (n + 1) for _ in range(stages + 1)]
+    cut = [[0] * (n + 1) for _ in range(stages + 1)]
+    busiest[0][0] = 0.0
+    for k in range(1, stages + 1):
+        for j in range(k, n + 1):
+            for i in range(k - 1, j):
+                value = max(busiest[k - 1][i], cost(i, j))
+                if value < busiest[k][j]:
+                    busiest[k][j], cut[k][j] = value, i
+    bounds = [n]
+    for k in range(stages, 0, -1):
+        bounds.append(cut[k][bounds[-1]])
+    return bounds[::-1]
+
+
+def measured_split(model: nn.Module, signal: float, costs: Sequence[float], bounds: Sequence[int]) -> str:
+    """The log line of ``parallel.split=auto``: each layer's measured time, the stages' and what they allow."""
+    layers = units(model)
+    named = [f"{layer_name(layer, i == len(layers) - 1)} {cost * 1e3:.1f}" for i, (layer, cost) in enumerate(zip(layers, costs))]
+    stages = [sum(costs[a:b]) + (signal if a == 0 else 0.0) for a, b in zip(bounds, bounds[1:])]
+    ceiling = (signal + sum(costs)) / max(stages)
+    return (f"pipeline split by measured time per batch (ms): signal {signal * 1e3:.1f}, {', '.join(named)}; "
+            f"parallel.split=[{','.join(map(str, bounds[1:-1]))}], stages {', '.join(f'{t * 1e3:.1f}' for t in stages)} "
+            f"ms: at most {ceiling:.2f}x one process's speed")
 
 
 def sum_over(group: Any, sums: Sequence[LossAccuracySums]) -> None:

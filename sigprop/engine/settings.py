@@ -10,7 +10,7 @@ that depend on the data (a crop padding larger than the images) are the dataset'
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -58,6 +58,8 @@ class Spec:
 
     def _accepts(self, value: Any) -> bool:
         kind = self.kind
+        if kind != "choice" and any(value == c and type(value) is type(c) for c in self.choices):
+            return True  # a word a list or number setting also takes (``parallel.split=auto``)
         if kind == "bool":
             return isinstance(value, bool)
         if kind == "choice":
@@ -94,6 +96,8 @@ class Spec:
             return "true or false"
         if kind == "choice":
             return "one of " + ", ".join(_show(c) for c in self.choices)
+        if self.choices and kind != "choice":
+            return ", ".join(_show(c) for c in self.choices) + ", or " + replace(self, choices=()).describe()
         if kind == "text":
             return "a string"
         if kind == "texts":
@@ -158,7 +162,7 @@ SETTINGS: dict[str, Spec] = {
     "progress": Choice("auto", True, False),
     "step.recompute_chunk": COUNT,
     "parallel.stages": COUNT,
-    "parallel.split": Spec("ints", 0, MAX_COUNT, null=True),
+    "parallel.split": Spec("ints", 0, MAX_COUNT, null=True, choices=("auto",)),
     # dataset
     "dataset.name": Text(),
     "dataset.root": Text(),

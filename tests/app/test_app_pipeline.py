@@ -68,7 +68,8 @@ SIGNALS = {
 @pytest.mark.slow
 def test_two_stages_train_exactly_as_one_process_layerwise(tmp_path: Path) -> None:
     """Two gloo processes, one stage each, one signal row per sample (the signal of every class row is in the three
-    tests below): every epoch's per-layer metrics (training and evaluation) and the checkpoint rank 0 writes
+    tests below), split by the layers' measured times (the default, ``parallel.split=auto``, whose timed steps leave
+    no trace in the run): every epoch's per-layer metrics (training and evaluation) and the checkpoint rank 0 writes
     (gathered from both stages, in the single-process format) equal the single process's ``step.mode=layerwise``
     run; that checkpoint resumes in one process to the single process's next epoch, and the single process's
     checkpoint resumes in the pipeline to the same epoch."""
@@ -82,6 +83,12 @@ def test_two_stages_train_exactly_as_one_process_layerwise(tmp_path: Path) -> No
     assert summary(two)["status"] == "finished" and summary(two)["world_size"] == 2
     assert not list(tmp_path.glob("outputs"))  # rank 1 wrote no folder of its own
     assert_same_run(two, one)
+    log = (two / "train.log").read_text()
+    (split,) = re.findall(r"pipeline split by measured time per batch \(ms\): signal [\d.]+, layer01 [\d.]+, "
+                          r"layer02 [\d.]+, output [\d.]+; parallel.split=\[(\d)\], stages [\d.]+, [\d.]+ ms: at most "
+                          r"[\d.]+x one process's speed", log)
+    stage_one = {"1": "layer02, output", "2": "output"}[split]  # the layers after the signal: layer01, layer02, output
+    assert f"; stage 1: {stage_one}\n" in log  # the stages hold the layers the measured split names
 
     # The pipelined run's checkpoint continues in one process (its own settings but parallel.stages) exactly as
     # the single process's own does.
@@ -135,12 +142,12 @@ def test_two_stages_of_two_replicas_train_as_one_process(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_a_vgg_in_two_stages_trains_exactly_as_one_process(tmp_path: Path) -> None:
     """VGG-6 at an eighth of its width (convolutions, batch statistics, pooling layers without parameters, which
-    stay with the layer before them), the default split by layers with parameters."""
+    stay with the layer before them), split into equal numbers of layers with parameters (``parallel.split=null``)."""
     one, two = tmp_path / "one", tmp_path / "two"
     args = [*TINY, "dataset.train_subset=300", "dataset.test_subset=200", "test_batch_size=200", "model=vgg6",
             "model.feat_mult=0.125", "logger=none", "device=cpu", "threads=1", "step.mode=layerwise", *SIGNALS["per_class"]]
     train_ok([*args, f"hydra.run.dir={one}"], tmp_path)
-    result = torchrun([*args, "parallel.stages=2", f"hydra.run.dir={two}"], tmp_path)
+    result = torchrun([*args, "parallel.stages=2", "parallel.split=null", f"hydra.run.dir={two}"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert ("pipeline: stage 0: signal, layer01, layer02, MaxPool2d, layer03, MaxPool2d; "
             "stage 1: layer04, MaxPool2d, Flatten, layer05, output") in (two / "train.log").read_text()
@@ -161,6 +168,63 @@ def test_stage_times_give_the_speed_up_a_split_allows() -> None:
     assert line == ("pipeline time: stage 0 busy 9.0 s, waiting 1.0 s; stage 1 busy 6.0 s, waiting 4.0 s; "
                     "this split allows at most 1.67x one process's speed")
     assert stage_times([10.0, 10.0, 10.0, 10.0], [1.0, 2.0, 4.0, 0.0], replicas=2) == line
+
+
+def test_balanced_split_makes_the_busiest_stage_least_busy() -> None:
+    """The measured split (``parallel.split=auto``): contiguous runs of layers, the signal's time on stage 0, the
+    busiest stage as little busy as any split allows (checked against every split), the earliest of equal ones."""
+    import itertools
+
+    from sigprop.engine.pipeline import balanced_bounds
+
+    assert balanced_bounds(0.0, [1.0, 1.0, 1.0, 1.0], 2) == [0, 2, 4]
+    assert balanced_bounds(2.0, [1.0, 1.0, 1.0, 1.0], 2) == [0, 1, 4]  # the signal weighs on stage 0
+    assert balanced_bounds(0.0, [5.0, 1.0, 1.0, 1.0], 2) == [0, 1, 4]
+    assert balanced_bounds(0.0, [1.0, 0.0, 1.0], 2) == [0, 1, 3]  # equal splits: the earliest
+    assert balanced_bounds(1.0, [3.0], 1) == [0, 1]
+    costs = [0.7, 2.1, 0.1, 0.0, 1.3, 0.4, 2.2, 0.05]
+    for stages in (2, 3, 4):
+        bounds = balanced_bounds(0.5, costs, stages)
+        assert bounds[0] == 0 and bounds[-1] == len(costs) and all(a < b for a, b in zip(bounds, bounds[1:]))
+
+        def busiest(b: list[int]) -> float:
+            return max(sum(costs[i:j]) + (0.5 if i == 0 else 0.0) for i, j in zip(b, b[1:]))
+
+        best = min(busiest([0, *cut, len(costs)]) for cut in itertools.combinations(range(1, len(costs)), stages - 1))
+        assert busiest(bounds) == pytest.approx(best, rel=1e-12)
+    with pytest.raises(ValueError, match="cannot split 2 layers into 3 stages"):
+        balanced_bounds(0.0, [1.0, 1.0], 3)
+
+
+def test_timing_the_layers_leaves_the_run_as_it_was() -> None:
+    """``layer_times`` trains a few steps to time them, then restores the weights, buffers (batch statistics) and
+    optimizer states (Adam's moments): training after it equals training without it, bit for bit; every layer
+    and the signal get a positive time."""
+    from sigprop.engine.pipeline import layer_times, random_state_kept, units
+
+    cfg = compose_config([*PIPELINE, "loss=v9"])
+    data = load_dataset(cfg)
+    x = (data.train_images[:32].float() / 255 - 0.5) / 0.5
+    y = data.train_labels[:32].long()
+    torch.manual_seed(0)
+    timed, plain = build_step(cfg, data), build_step(cfg, data)
+    plain.load_state_dict(timed.state_dict())
+    generator, draws = torch.Generator().manual_seed(1), torch.get_rng_state()
+    with random_state_kept(generator):
+        signal, costs = layer_times(timed, x, y)
+        torch.rand(3, generator=generator), torch.rand(3)
+    assert signal > 0 and len(costs) == len(units(timed.model)) and all(c > 0 for c in costs)
+    assert torch.equal(torch.rand(3, generator=generator), torch.rand(3, generator=torch.Generator().manual_seed(1)))
+    assert torch.equal(torch.get_rng_state(), draws)
+    for step in (timed, plain):
+        step.train(True)
+        step.train_step(x, y)
+    for (key, a), b in zip(timed.state_dict()["model"].items(), plain.state_dict()["model"].values()):
+        assert torch.equal(a, b), key
+    for a, b in zip(timed.optimizers, plain.optimizers):
+        for p_a, p_b in zip(a.state.values(), b.state.values()):
+            for name in p_b:
+                assert torch.equal(torch.as_tensor(p_a[name]), torch.as_tensor(p_b[name])), name
 
 
 def test_default_split_gives_each_stage_equal_layers_with_parameters() -> None:
@@ -217,8 +281,8 @@ def torchrun_env(monkeypatch: pytest.MonkeyPatch, processes: int, rank: int = 0)
          "step.mode=fused: parallel.stages=2 needs step.mode=layerwise or lowmem (each stage steps its own layers' "
          "optimizers; fused applies every layer's loss in one step over the whole model)"),
         (3, ["parallel.stages=3", "parallel.split=[2,1]"],
-         "parallel.split=[2,1]: must list 2 increasing layer indices, where stages 1 to 2 start (or null: equal "
-         "numbers of layers with parameters)"),
+         "parallel.split=[2,1]: must list 2 increasing layer indices, where stages 1 to 2 start (or auto: by the "
+         "layers' measured times; null: equal numbers of layers with parameters)"),
     ],
 )
 def test_settings_a_pipeline_cannot_run_are_refused_in_one_line(
@@ -259,9 +323,14 @@ def test_parallel_settings_are_checked_and_do_not_change_results() -> None:
     from sigprop.engine.config import changes_results, check_settings, resumable
     from sigprop.utils import one_line
 
-    for override in ("parallel.stages=0", "parallel.split=[-1]", "parallel.split=[]"):
+    for override in ("parallel.stages=0", "parallel.split=[-1]", "parallel.split=[]", "parallel.split=even"):
         with pytest.raises(ConfigError, match=f"^{override.split('=')[0]}="):
             check_settings(compose_config([override]))
+    with pytest.raises(ConfigError) as err:
+        check_settings(compose_config(["parallel.split=even"]))
+    assert str(err.value) == "parallel.split=even: must be auto, or a list of whole numbers from 0 to 2,147,483,647 or null"
+    for accepted in ("parallel.split=auto", "parallel.split=null", "parallel.split=[1]"):
+        check_settings(compose_config([accepted]))
     with pytest.raises(HydraException) as err:
         compose_config(["parallel.stages=two"])
     assert one_line(err.value).startswith("parallel.stages=two: ")
