@@ -90,6 +90,7 @@ class ParallelConfig:
 
     stages: int = MISSING
     split: Any = MISSING  # auto, null or a list of layer indices
+    timeout: float = MISSING
 
 
 @dataclass

@@ -26,6 +26,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import copy
+import datetime
+import functools
 import itertools
 import logging
 import math
@@ -58,6 +60,7 @@ SLOT = 3 + MAX_DIMS  # per tensor of a message: present, dtype, ndim, shape
 HEADER = 3 * SLOT + 1  # three tensors, then the whole batch's size (the replicas' share of it)
 IN_FLIGHT = 2  # batches a stage may have sent that the next has not yet received
 AUTO = "auto"  # parallel.split: by the layers' times, measured in a few training steps at the start
+DEFAULT_TIMEOUT = 300.0  # seconds a stage waits for a neighbour (parallel.timeout)
 TIMED_STEPS = 3  # training steps timed for parallel.split=auto, after one untimed (the median of each layer's times)
 
 
@@ -109,7 +112,7 @@ def check_stages(cfg: DictConfig) -> Pipeline | None:
                 f"stages 1 to {stages - 1} start (or auto: by the layers' measured times; null: equal numbers of layers "
                 "with parameters)"
             )
-    return Pipeline(rank, size, local_rank, split, stages)
+    return Pipeline(rank, size, local_rank, split, stages, float(cfg.parallel.get("timeout", DEFAULT_TIMEOUT)))
 
 
 class Pipeline:
@@ -119,13 +122,22 @@ class Pipeline:
     Plays ``DataParallel``'s part in a job: which rank writes the run's files, and this rank's device."""
 
     def __init__(
-        self, rank: int, world_size: int, local_rank: int, split: list[int] | str | None = None, stages: int | None = None
+        self, rank: int, world_size: int, local_rank: int, split: list[int] | str | None = None, stages: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.rank, self.world_size, self.local_rank, self.split = rank, world_size, local_rank, split
+        self.timeout = datetime.timedelta(seconds=timeout)
         self.stages = stages or world_size
         self.replicas = world_size // self.stages  # processes per stage, each on its slice of every batch
         self.stage_index, self.replica = divmod(rank, self.replicas)
         close_process_group_at_exit()
+
+    @functools.cached_property
+    def everyone(self) -> Any:
+        """All ranks' process group, waiting at most ``parallel.timeout`` for any message or gathering: the
+        pipeline's every exchange goes through it, so a stage that hangs is found as one that died. Created on first
+        use, which every rank reaches at the same point (torch.distributed requires it)."""
+        return dist.new_group(timeout=self.timeout)
 
     def rank_of(self, stage: int) -> int:
         """The rank of ``stage``'s process that exchanges batches with this one (the same replica)."""
@@ -165,7 +177,8 @@ class Pipeline:
             x, y = x.tensor_split(self.replicas)[self.replica], y.tensor_split(self.replicas)[self.replica]
             mine = layer_times(step, x, y)
         everyone: list[Any] = [None] * self.world_size
-        dist.all_gather_object(everyone, mine)
+        with talking_to(None):
+            dist.all_gather_object(everyone, mine, group=self.everyone)
         signal = statistics.median(times[0] for times in everyone)
         costs = [statistics.median(times[1][i] for times in everyone) for i in range(len(mine[1]))]
         bounds = balanced_bounds(signal, costs, self.stages)
@@ -178,7 +191,8 @@ class Pipeline:
         # Every rank creates every stage's group of replicas, in the same order (torch.distributed requires it).
         if self.replicas == 1:
             return StagedStep(step, self, bounds)
-        groups = [dist.new_group(list(range(s * self.replicas, (s + 1) * self.replicas))) for s in range(self.stages)]
+        groups = [dist.new_group(list(range(s * self.replicas, (s + 1) * self.replicas)), timeout=self.timeout)
+                  for s in range(self.stages)]
         return StagedStep(step, self, bounds, groups[self.stage_index])
 
 
@@ -398,8 +412,8 @@ class StagedStep:
         self.owned_monitors = [m for m in step.monitor.monitors if id(m) in monitors]
         prefixes = (["signal."] if self.first else []) + [f"model.{i}." for i in range(start, stop)]
         self.owned_keys = [k for k in step.model.state_dict() if k.startswith(tuple(prefixes))]
-        self.inbox = None if self.first else Inbox(pipeline.rank_of(stage - 1))
-        self.outbox = None if self.last else Outbox(pipeline.rank_of(stage + 1))
+        self.inbox = None if self.first else Inbox(pipeline.rank_of(stage - 1), pipeline.everyone)
+        self.outbox = None if self.last else Outbox(pipeline.rank_of(stage + 1), pipeline.everyone)
         self.share = 1.0  # this replica's fraction of the current batch
         self.waiting = 0.0  # seconds of the current phase spent waiting for the stage before or after
         if group is not None:  # replicas of this stage average their gradients before each of its optimizers steps
@@ -527,7 +541,7 @@ class StagedStep:
         } if self.pipeline.replica == 0 else None
         gathered: list[Any] | None = [None] * self.pipeline.world_size if self.pipeline.rank == 0 else None
         with talking_to(None):
-            dist.gather_object(mine, gathered, dst=0)
+            dist.gather_object(mine, gathered, dst=0, group=self.pipeline.everyone)
         if gathered is None:
             return
         for other in gathered[1:]:
@@ -551,7 +565,7 @@ class StagedStep:
             mine |= {"output": meter.values(), "count": meter.count}
         everyone: list[Any] = [None] * self.pipeline.world_size
         with talking_to(None):
-            dist.all_gather_object(everyone, mine)
+            dist.all_gather_object(everyone, mine, group=self.pipeline.everyone)
         layers = {name: values for stage in everyone for name, values in stage["layers"].items()}
         output, samples = everyone[-1]["output"], everyone[-1]["count"]
         metrics: Metrics = {f"{phase}/loss": output["loss"], f"{phase}/acc": output["acc"]}
@@ -617,8 +631,8 @@ class Outbox:
     """Sends ``(h, t, labels)`` of each batch to the next stage without waiting, keeping at most ``IN_FLIGHT``
     batches unacknowledged (their tensors alive until sent)."""
 
-    def __init__(self, peer: int) -> None:
-        self.peer = peer
+    def __init__(self, peer: int, group: Any = None) -> None:
+        self.peer, self.group = peer, group
         self.pending: list[tuple[list[Any], list[Tensor]]] = []
 
     def send(self, batch: int, state: Sequence[Tensor | None], share: float = 1.0) -> None:
@@ -626,8 +640,8 @@ class Outbox:
         tensors = [t.detach().contiguous() if t is not None else None for t in state]
         header = header_of(tensors, round(len(tensors[2]) / share) if tensors[2] is not None else 0)
         with talking_to(self.peer):
-            works = [dist.isend(header, self.peer, tag=tag(batch, 0))]
-            works += [dist.isend(t, self.peer, tag=tag(batch, k + 1)) for k, t in enumerate(tensors) if t is not None]
+            works = [dist.isend(header, self.peer, self.group, tag=tag(batch, 0))]
+            works += [dist.isend(t, self.peer, self.group, tag=tag(batch, k + 1)) for k, t in enumerate(tensors) if t is not None]
         self.pending.append((works, [header, *(t for t in tensors if t is not None)]))
         while len(self.pending) > IN_FLIGHT:
             self._wait_oldest()
@@ -647,14 +661,14 @@ class Outbox:
 class Inbox:
     """Receives each batch's ``(h, t, labels)`` from the stage before: its header posted ahead, then the tensors."""
 
-    def __init__(self, peer: int) -> None:
-        self.peer = peer
+    def __init__(self, peer: int, group: Any = None) -> None:
+        self.peer, self.group = peer, group
         self.device = torch.device("cpu")
 
     def post(self, batch: int) -> tuple[Tensor, Any]:
         header = torch.empty(HEADER, dtype=torch.int64)
         with talking_to(self.peer):
-            return header, dist.irecv(header, self.peer, tag=tag(batch, 0))
+            return header, dist.irecv(header, self.peer, self.group, tag=tag(batch, 0))
 
     def take(self, posted: tuple[Tensor, Any], batch: int) -> tuple[tuple[Any, Any, Any], float]:
         """The batch's ``(h, t, labels)`` and this replica's share of the whole batch."""
@@ -673,7 +687,7 @@ class Inbox:
                 buffers.append(None)
                 continue
             buffer = torch.empty(shape[:ndim], dtype=DTYPES[dtype], device=self.device)
-            works.append(dist.irecv(buffer, self.peer, tag=tag(batch, k + 1)))
+            works.append(dist.irecv(buffer, self.peer, self.group, tag=tag(batch, k + 1)))
             buffers.append(buffer)
         for w in works:
             w.wait()

@@ -163,6 +163,7 @@ SETTINGS: dict[str, Spec] = {
     "step.recompute_chunk": COUNT,
     "parallel.stages": COUNT,
     "parallel.split": Spec("ints", 0, MAX_COUNT, null=True, choices=("auto",)),
+    "parallel.timeout": Number(0, 7 * 86_400, open_low=True),  # seconds
     # dataset
     "dataset.name": Text(),
     "dataset.root": Text(),

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 import torch
@@ -347,14 +348,15 @@ def rank_pid(parent: int, rank: int) -> int | None:
     return None
 
 
-def start_long_run(run: Path, cwd: Path, *torchrun_options: str) -> subprocess.Popen[str]:
-    """A pipelined run of many epochs under torchrun, once its first epoch is recorded."""
+def start_long_run(run: Path, cwd: Path, *torchrun_options: str, settings: Sequence[str] = ()) -> subprocess.Popen[str]:
+    """A pipelined run of many epochs under torchrun (``settings``: more of train.py's), once its first epoch is
+    recorded."""
     import time
 
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *torchrun_options,
-               str(TRAIN), *PIPELINE, "epochs=1000", "parallel.stages=2", f"hydra.run.dir={run}"]
+               str(TRAIN), *PIPELINE, "epochs=1000", "parallel.stages=2", f"hydra.run.dir={run}", *settings]
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240  # a bound against hanging, not a measurement
     while not ((run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").read_text().count("\n") >= 1):
@@ -365,9 +367,11 @@ def start_long_run(run: Path, cwd: Path, *torchrun_options: str) -> subprocess.P
     return process
 
 
-def wait_for_record(run: Path, process: subprocess.Popen[str], exit: bool = True) -> dict:
+def wait_for_record(run: Path, process: subprocess.Popen[str], exit: bool = True, stopped: int | None = None) -> dict:
     """The run's summary.json once it is written and, with ``exit``, torchrun has exited (``process`` killed after,
-    in any case)."""
+    in any case, and first the worker ``stopped``: a stopped process takes no SIGTERM from torchrun, and holds
+    torchrun's output open)."""
+    import signal
     import time
 
     deadline = time.monotonic() + 240
@@ -378,6 +382,8 @@ def wait_for_record(run: Path, process: subprocess.Popen[str], exit: bool = True
         if exit:
             process.wait(timeout=120)
     finally:
+        if stopped is not None:
+            os.kill(stopped, signal.SIGKILL)
         process.kill()
         process.communicate()
     return summary(run)
@@ -412,3 +418,23 @@ def test_a_stage_that_dies_stops_the_others_with_one_line_naming_it(tmp_path: Pa
     record = wait_for_record(run, process, exit=False)  # torchrun notices the dead worker later
     assert record["status"] == "failed" and record["last_epoch"] >= 1, record
     assert record["reason"].startswith("stage 1 of the pipeline stopped answering ("), record["reason"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds torchrun's workers through /proc (Linux)")
+def test_a_stage_that_hangs_stops_the_others_within_the_timeout(tmp_path: Path) -> None:
+    """SIGSTOP to stage 1 after an epoch (alive, its connections open, answering nothing): stage 0 waits at most
+    ``parallel.timeout`` for it, then the run's record says which stage stopped answering and keeps the last
+    completed epoch. Without the timeout it would wait for torch's default (30 minutes for gloo), past this test's
+    4-minute bound."""
+    import signal
+
+    run = tmp_path / "run"
+    process = start_long_run(run, tmp_path, "--monitor-interval=10", settings=["parallel.timeout=5"])
+    pid = rank_pid(process.pid, 1)
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    record = wait_for_record(run, process, exit=False, stopped=pid)
+    assert record["status"] == "failed" and record["last_epoch"] >= 1, record
+    assert record["reason"].startswith("stage 1 of the pipeline stopped answering ("), record["reason"]
+    assert "Timed out" in record["reason"] or "timed out" in record["reason"], record["reason"]
