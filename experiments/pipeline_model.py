@@ -2,6 +2,7 @@
 messages between stages and the gradients data parallelism averages.
 
     python experiments/pipeline_model.py [--recipes mlp,vgg8q] [--data-dir DIR] [--check FILE] [--json FILE]
+        [--set KEY=VALUE ...]
 
 1. Each layer's time per batch, in this process with one thread (``pipeline.layer_times``: its forward pass and
    its update, as ``step.mode=layerwise`` runs them), the bytes of ``(h, t, labels)`` after it, and its gradients.
@@ -210,6 +211,7 @@ def main() -> None:
     parser.add_argument("--data-dir", help="train.py's data_dir (where MNIST and cifar10-jpeg are)")
     parser.add_argument("--check", type=Path, help="parallel_benchmark.py's JSON: its (a), (c), (d) beside the model's")
     parser.add_argument("--json", type=Path, help="write the measurements and predictions here")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="extra", help="more train.py overrides")
     args = parser.parse_args()
     recipes = args.recipes.split(",")
     unknown = [r for r in recipes if r not in RECIPES]
@@ -226,10 +228,10 @@ def main() -> None:
     links = measure_links()
     print(f"gloo on this machine: message {links['p2p'][0] * 1e6:.0f} us + {links['p2p'][1] / 1e9:.2f} GB/s; "
           f"all-reduce of 2 {links['all_reduce'][0] * 1e6:.0f} us + {links['all_reduce'][1] / 1e9:.2f} GB/s")
-    record: dict[str, Any] = {"machine": machine("cpu"), "torch": torch.__version__, "cpu_links": links,
+    record: dict[str, Any] = {"machine": machine("cpu"), "torch": torch.__version__, "extra": args.extra, "cpu_links": links,
                               "gpu_links": GPU_LINKS, "gpu_step_ms": GPU_STEP_MS, "recipes": {}}
     for recipe in recipes:
-        layers = measure_layers([*RECIPES[recipe], *([f"data_dir={args.data_dir}"] if args.data_dir else [])])
+        layers = measure_layers([*RECIPES[recipe], *([f"data_dir={args.data_dir}"] if args.data_dir else []), *args.extra])
         one = layers.batch_size / (layers.signal + sum(layers.costs))
         d, bounds = layout_speed(layers, 2, 1, links, layers.batches, overlapped=False, shared=True)
         c, _ = layout_speed(layers, 1, 2, links, layers.batches, overlapped=False, shared=True)
