@@ -280,7 +280,7 @@ def layer_times(step: TrainStep, x: Tensor, y: Tensor, steps: int = TIMED_STEPS)
         return time.perf_counter()
 
     step.train(True)
-    for i in range(steps + 1):
+    for _ in range(steps + 1):
         x_ = step._input(x)
         begin = clock()
         with step._autocast(x_):
