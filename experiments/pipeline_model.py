@@ -36,11 +36,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from benchmark import compose_config, load_data, train_app
+from benchmark import build_step, compose_config, load_data
 from parallel_benchmark import RECIPES
 from sigprop.data import TensorLoader
-from sigprop.engine.pipeline import balanced_bounds, layer_times, units
-from sigprop.engine.rundir import choices_of
+from sigprop.engine.pipeline import balanced_bounds, layer_times, signal_state, units
 from sigprop.tracking.records import machine
 
 SIZES = [2**k for k in range(10, 25, 2)]  # bytes of the messages timed between two processes: 1 KiB to 16 MiB
@@ -75,11 +74,10 @@ class Layers:
 
 def build(overrides: Sequence[str]) -> tuple[Any, torch.Tensor, torch.Tensor, Any]:
     """The recipe's training step built as train.py builds it (one thread, CPU), its first training batch, its config."""
-    torch.set_num_threads(1)
-    cfg = compose_config([*overrides, "step.mode=layerwise", "threads=1", "device=cpu"])
-    data, device = load_data([*overrides, "threads=1", "device=cpu"])
-    torch.manual_seed(cfg.seed)
-    step = train_app().build_step(cfg, data, choices_of(cfg))
+    overrides = [*overrides, "threads=1", "device=cpu"]
+    cfg = compose_config(overrides)
+    data, device = load_data(overrides)  # sets the thread count
+    step = build_step(overrides, "sp-layerwise", cfg.step.precision, data, device)
     loader = TensorLoader(data.train_images, data.train_labels, cfg.batch_size, data.mean, data.std, device=device)
     x, y = next(iter(loader))
     return step, x, y, cfg
@@ -110,10 +108,9 @@ def measure_layers(overrides: Sequence[str]) -> Layers:
     half_signal, half_costs = time_together(overrides, half=True)
     with torch.no_grad():  # the messages' sizes: (h, t, labels) after every layer
         step.eval()
+        state = signal_state(step, x, y)
+        sizes = []
         with step._autocast(x):
-            h, t = step.model.signal((step._input(x), y, y))  # type: ignore[operator]
-            state: tuple[Any, ...] = (h, t, y)
-            sizes = []
             for layer in units(step.model):
                 state = layer(state)
                 sizes.append(sum(v.numel() * v.element_size() for v in state if isinstance(v, torch.Tensor)))

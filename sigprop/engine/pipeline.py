@@ -60,7 +60,6 @@ SLOT = 3 + MAX_DIMS  # per tensor of a message: present, dtype, ndim, shape
 HEADER = 3 * SLOT + 1  # three tensors, then the whole batch's size (the replicas' share of it)
 IN_FLIGHT = 2  # batches a stage may have sent that the next has not yet received
 AUTO = "auto"  # parallel.split: by the layers' times, measured in a few training steps at the start
-DEFAULT_TIMEOUT = 300.0  # seconds a stage waits for a neighbour (parallel.timeout)
 TIMED_STEPS = 3  # training steps timed for parallel.split=auto, after one untimed (the median of each layer's times)
 
 
@@ -112,22 +111,22 @@ def check_stages(cfg: DictConfig) -> Pipeline | None:
                 f"stages 1 to {stages - 1} start (or auto: by the layers' measured times; null: equal numbers of layers "
                 "with parameters)"
             )
-    return Pipeline(rank, size, local_rank, split, stages, float(cfg.parallel.get("timeout", DEFAULT_TIMEOUT)))
+    return Pipeline(rank, size, local_rank, split, stages, float(cfg.parallel.timeout))
 
 
 class Pipeline:
     """One of ``world_size`` torchrun processes, each training one stage of the model (``stage`` splits it), on
     its slice of every batch when a stage has several replicas (``world_size = stages × replicas``).
 
-    Plays ``DataParallel``'s part in a job: which rank writes the run's files, and this rank's device."""
+    Plays ``DataParallel``'s part in a job: which rank writes the run's files, and this rank's device. ``split`` and
+    ``timeout`` (seconds) are ``parallel.split`` and ``parallel.timeout``."""
 
     def __init__(
-        self, rank: int, world_size: int, local_rank: int, split: list[int] | str | None = None, stages: int | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
+        self, rank: int, world_size: int, local_rank: int, split: list[int] | str | None, stages: int, timeout: float
     ) -> None:
         self.rank, self.world_size, self.local_rank, self.split = rank, world_size, local_rank, split
         self.timeout = datetime.timedelta(seconds=timeout)
-        self.stages = stages or world_size
+        self.stages = stages
         self.replicas = world_size // self.stages  # processes per stage, each on its slice of every batch
         self.stage_index, self.replica = divmod(rank, self.replicas)
         close_process_group_at_exit()
@@ -176,11 +175,11 @@ class Pipeline:
             x, y = next(iter(batches))
             x, y = x.tensor_split(self.replicas)[self.replica], y.tensor_split(self.replicas)[self.replica]
             mine = layer_times(step, x, y)
-        everyone: list[Any] = [None] * self.world_size
+        ranks: list[Any] = [None] * self.world_size
         with talking_to(None):
-            dist.all_gather_object(everyone, mine, group=self.everyone)
-        signal = statistics.median(times[0] for times in everyone)
-        costs = [statistics.median(times[1][i] for times in everyone) for i in range(len(mine[1]))]
+            dist.all_gather_object(ranks, mine, group=self.everyone)
+        signal = statistics.median(times[0] for times in ranks)
+        costs = [statistics.median(times[1][i] for times in ranks) for i in range(len(mine[1]))]
         bounds = balanced_bounds(signal, costs, self.stages)
         if self.writes:
             log.info(measured_split(step.model, signal, costs, bounds))
@@ -263,6 +262,14 @@ def split_bounds(model: nn.Module, stages: int, split: list[int] | None) -> list
     return [0, *starts, len(layers)]
 
 
+def signal_state(step: TrainStep, x: Tensor, y: Tensor) -> tuple[Any, Any, Any]:
+    """``(h, t, labels)`` of batch ``(x, y)`` after the signal: what stage 0 passes to its first layer."""
+    x = step._input(x)
+    with step._autocast(x):
+        h, t = step.model.signal((x, y, y))  # type: ignore[operator]
+    return h, t, y
+
+
 def layer_times(step: TrainStep, x: Tensor, y: Tensor, steps: int = TIMED_STEPS) -> tuple[float, list[float]]:
     """Seconds per batch of the signal and of each layer of ``units(step.model)``, its update included (the output
     layer's loss and optimizer step too): the median over ``steps`` training steps on ``(x, y)`` after one untimed,
@@ -281,21 +288,15 @@ def layer_times(step: TrainStep, x: Tensor, y: Tensor, steps: int = TIMED_STEPS)
 
     step.train(True)
     for _ in range(steps + 1):
-        x_ = step._input(x)
         begin = clock()
-        with step._autocast(x_):
-            h, t = step.model.signal((x_, y, y))  # type: ignore[operator]
-        state: tuple[Any, Any, Any] = (h, t, y)
+        state = signal_state(step, x, y)
         signal_times.append(clock() - begin)
         for k, layer in enumerate(layers):
             begin = clock()
             with step._autocast(state[0]):
                 state = layer(state)
                 if k == len(layers) - 1:  # the output layer's loss and update, as StagedStep.run_phase
-                    optimizer = step.optimizers[-1]
-                    optimizer.zero_grad(set_to_none=True)
-                    F.cross_entropy(state[0].float(), y).backward()
-                    optimizer.step()
+                    step.update_output(F.cross_entropy(state[0].float(), y))
             times[k].append(clock() - begin)
     step.load_state_dict(saved)
     for optimizer in step.optimizers:
@@ -495,10 +496,7 @@ class StagedStep:
                 if source is not None:
                     x, y = next(source)
                     self.share = view.share
-                    x = step._input(x)
-                    with step._autocast(x):
-                        h, t = self.model.signal((x, y, y))  # type: ignore[operator]
-                    state: tuple[Any, Any, Any] = (h, t, y)
+                    state: tuple[Any, Any, Any] = signal_state(step, x, y)
                 else:
                     assert self.inbox is not None and posted is not None
                     waited = time.perf_counter()
@@ -517,11 +515,8 @@ class StagedStep:
                     self.outbox.send(i, state, self.share)  # waits while IN_FLIGHT batches are unreceived
                     self.waiting += time.perf_counter() - waited
                     continue
-                if training:  # the output layer's update, as TrainStep.train_step
-                    optimizer = step.optimizers[-1]
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                if training:
+                    step.update_output(loss)
                 meter.add_batch(loss.detach(), logits.detach(), state[2])
         if self.outbox is not None:
             waited = time.perf_counter()
@@ -605,7 +600,8 @@ def talking_to(peer: int | None) -> Iterator[None]:
         yield
     except RuntimeError as err:  # gloo and NCCL raise RuntimeError (DistBackendError) for a broken connection
         who = f"stage {peer} of the pipeline" if peer is not None else "a stage of the pipeline"
-        raise StageLost(f"{who} stopped answering ({one_line(err)[:200]})") from err
+        hint = "; a stage that is slow rather than stuck needs a longer parallel.timeout" if "timed out" in str(err).lower() else ""
+        raise StageLost(f"{who} stopped answering ({one_line(err)[:200]}){hint}") from err
 
 
 

@@ -110,12 +110,15 @@ class TrainStep:
             logits = self.model(x, y).float()  # layerwise and lowmem: every hidden layer has stepped here
             loss = F.cross_entropy(logits, y)
         local = self.deferred.pop_sum() if self.deferred is not None else None
-        total = loss if local is None else loss + local
+        self.update_output(loss if local is None else loss + local)
+        return loss.detach(), logits.detach()
+
+    def update_output(self, loss: Tensor) -> None:
+        """Backpropagate ``loss`` (the output layer's, with fused mode's local losses) and step the last optimizer."""
         optimizer = self.optimizers[-1]
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        loss.backward()
         optimizer.step()
-        return loss.detach(), logits.detach()
 
     @torch.no_grad()
     def eval_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

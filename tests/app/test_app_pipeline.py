@@ -223,6 +223,7 @@ def test_timing_the_layers_leaves_the_run_as_it_was() -> None:
     for (key, a), b in zip(timed.state_dict()["model"].items(), plain.state_dict()["model"].values()):
         assert torch.equal(a, b), key
     for a, b in zip(timed.optimizers, plain.optimizers):
+        assert len(a.state) == len(b.state) > 0
         for p_a, p_b in zip(a.state.values(), b.state.values()):
             for name in p_b:
                 assert torch.equal(torch.as_tensor(p_a[name]), torch.as_tensor(p_b[name])), name
